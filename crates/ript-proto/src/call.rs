@@ -97,6 +97,7 @@ pub struct ServerCall {
     uri: String,
     state: EventKind,
     reason: Option<Reason>,
+    no_byway_timeout: Duration,
     byways: usize,
     no_byway_deadline: Option<Instant>,
     forget_at: Option<Instant>,
@@ -107,12 +108,18 @@ impl ServerCall {
     /// A new call is `proceeding` at once (like a SIP 100 Trying; docs/protocol.md) and has
     /// 30 s to open its first signaling byway.
     pub fn new(now: Instant, uri: impl Into<String>) -> Self {
+        Self::with_byway_timeout(now, uri, NO_SIGNALING_BYWAY)
+    }
+
+    /// Like `new` with another no-signaling-byway timeout (the profile's is 30 s).
+    pub fn with_byway_timeout(now: Instant, uri: impl Into<String>, timeout: Duration) -> Self {
         ServerCall {
             uri: uri.into(),
             state: EventKind::Proceeding,
             reason: None,
+            no_byway_timeout: timeout,
             byways: 0,
-            no_byway_deadline: Some(now + NO_SIGNALING_BYWAY),
+            no_byway_deadline: Some(now + timeout),
             forget_at: None,
             out: VecDeque::new(),
         }
@@ -157,7 +164,7 @@ impl ServerCall {
     pub fn handle_byway_closed(&mut self, now: Instant) {
         self.byways = self.byways.saturating_sub(1);
         if self.byways == 0 && !self.is_ended() {
-            self.no_byway_deadline = Some(now + NO_SIGNALING_BYWAY);
+            self.no_byway_deadline = Some(now + self.no_byway_timeout);
         }
     }
 

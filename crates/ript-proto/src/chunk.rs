@@ -168,7 +168,8 @@ impl Extender {
 
     /// `None` when a truncated value arrives with no history to extend it from.
     pub fn extend(&mut self, t: Truncated) -> Option<u64> {
-        if t.is_full() {
+        // `len` above 8 (only possible through the public fields) also carries everything.
+        if t.len >= 8 {
             self.last = Some(t.value);
             return Some(t.value);
         }
@@ -370,42 +371,10 @@ impl Chunk {
 // ---------------------------------------------------------------------------------------
 // Decoding
 
-/// Iterates the frames of a body or datagram. A bad chunk yields an error and the next frame
-/// is still read; broken framing yields one error and ends the iteration.
-#[derive(Debug)]
-pub struct Frames<'a> {
-    buf: &'a [u8],
-    done: bool,
-}
-
-pub fn frames(buf: &[u8]) -> Frames<'_> {
-    Frames { buf, done: false }
-}
-
-impl<'a> Iterator for Frames<'a> {
-    type Item = Result<Chunk, ChunkError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.buf.is_empty() {
-            return None;
-        }
-        let step = get_varint(self.buf).and_then(|(len, n)| {
-            let len = usize::try_from(len).map_err(|_| ChunkError::TruncatedFrame)?;
-            let end = n.checked_add(len).ok_or(ChunkError::TruncatedFrame)?;
-            let chunk = self.buf.get(n..end).ok_or(ChunkError::TruncatedFrame)?;
-            Ok((chunk, end))
-        });
-        match step {
-            Ok((chunk, end)) => {
-                self.buf = self.buf.get(end..).unwrap_or_default();
-                Some(decode_chunk(chunk))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
-    }
+/// Decodes every frame of a body or datagram. A bad chunk yields an error and the next
+/// frame is still read; broken framing yields one error and ends the iteration.
+pub fn frames(buf: &[u8]) -> impl Iterator<Item = Result<Chunk, ChunkError>> + '_ {
+    raw_frames_checked(buf).map(|r| r.and_then(decode_chunk))
 }
 
 /// One TLV: tag, value, offset of the TLV's first byte in the chunk.
@@ -685,16 +654,38 @@ fn envelope_ids(list: &[Tlv<'_>]) -> Result<(u8, u8), ChunkError> {
     Ok((find(tag::SOURCE)?, find(tag::SINK)?))
 }
 
-/// Splits the raw chunk bytes of every frame (needed to open sealed packages, whose AAD is
-/// the envelope's exact bytes).
+/// The raw chunk bytes of every well-framed frame, stopping at broken framing.
 pub fn raw_frames(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    raw_frames_checked(buf).map_while(Result::ok)
+}
+
+/// The raw chunk bytes of every frame (needed to open sealed packages, whose AAD is the
+/// envelope's exact bytes). Broken framing yields one error and ends the iteration.
+pub fn raw_frames_checked(buf: &[u8]) -> impl Iterator<Item = Result<&[u8], ChunkError>> {
     let mut rest = buf;
+    let mut done = false;
     std::iter::from_fn(move || {
-        let (len, n) = get_varint(rest).ok()?;
-        let end = n.checked_add(usize::try_from(len).ok()?)?;
-        let chunk = rest.get(n..end)?;
-        rest = rest.get(end..)?;
-        Some(chunk)
+        if done || rest.is_empty() {
+            return None;
+        }
+        let step = get_varint(rest).and_then(|(len, n)| {
+            let end = usize::try_from(len)
+                .ok()
+                .and_then(|l| n.checked_add(l))
+                .ok_or(ChunkError::TruncatedFrame)?;
+            let chunk = rest.get(n..end).ok_or(ChunkError::TruncatedFrame)?;
+            Ok((chunk, end))
+        });
+        match step {
+            Ok((chunk, end)) => {
+                rest = rest.get(end..).unwrap_or_default();
+                Some(Ok(chunk))
+            }
+            Err(e) => {
+                done = true;
+                Some(Err(e))
+            }
+        }
     })
 }
 
@@ -883,6 +874,10 @@ mod tests {
             "late packet before the wrap"
         );
         assert_eq!(x.extend(Truncated::short(0x0002, 2)), Some(0x2_0002));
+        // Regression (tests/properties.rs): a length over 8 overflowed the shift.
+        let over = Truncated { value: 9, len: 9 };
+        assert_eq!(x.extend(over), Some(9));
+        assert_eq!(x.extend(Truncated::short(10, 2)), Some(10));
     }
 
     #[test]

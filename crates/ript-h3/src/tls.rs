@@ -47,6 +47,16 @@ impl Identity {
         })
     }
 
+    /// PEM of the private key (PKCS#8), for persisting a generated identity.
+    pub fn key_pem(&self) -> String {
+        match self.key.as_ref() {
+            PrivateKeyDer::Pkcs8(k) => pem_encode("PRIVATE KEY", k.secret_pkcs8_der()),
+            PrivateKeyDer::Sec1(k) => pem_encode("EC PRIVATE KEY", k.secret_sec1_der()),
+            PrivateKeyDer::Pkcs1(k) => pem_encode("RSA PRIVATE KEY", k.secret_pkcs1_der()),
+            _ => String::new(),
+        }
+    }
+
     /// PEM of the leaf certificate, for a client to pin.
     pub fn cert_pem(&self) -> String {
         self.chain

@@ -149,3 +149,75 @@ async fn oauth_page_answers() {
     .unwrap();
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn certs_enrol_fetch_without_token_and_passports_gate_calls() {
+    use ript_h3::ca::make_csr;
+    use ript_proto::passport::{Claims, sign};
+    let mut h = harness().await;
+    let a = h.client();
+    let (key, csr) = make_csr(&["+14085551000"]).unwrap();
+    let (x5u, pem) = within(a.enroll_cert(&h.tg, &csr)).await.unwrap();
+    assert!(x5u.starts_with(&format!("{}/certs/", h.tg)), "{x5u}");
+    assert!(pem.matches("BEGIN CERTIFICATE").count() >= 2, "leaf and CA");
+    // Verifiers fetch the certificate without a token.
+    let nobody = h.client_with("", true);
+    assert_eq!(within(nobody.fetch_cert(&x5u)).await.unwrap(), pem);
+    // A number this server does not vouch for: 403 number-not-allowed.
+    let (_, csr_bad) = make_csr(&["+33123456789"]).unwrap();
+    let e = within(a.enroll_cert(&h.tg, &csr_bad)).await.unwrap_err();
+    assert_eq!(
+        (e.status(), e.problem_type()),
+        (Some(403), Some("number-not-allowed"))
+    );
+    // Garbage and oversized CSRs.
+    let e = within(a.enroll_cert(&h.tg, "not a csr")).await.unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    let e = within(a.enroll_cert(&h.tg, &"x".repeat(65 * 1024)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(413));
+
+    let hd = h.handler(&a).await.uri.unwrap();
+    let now = ript_h3::wall_ms() / 1000;
+    let create = |passport: String| ript_proto::model::CallCreate {
+        handler: hd.clone(),
+        destination: "+14089529999".into(),
+        passport: Some(passport),
+    };
+    let good = sign(
+        &Claims::new("+14085551000", "+14089529999", now, "o-1"),
+        &x5u,
+        &key,
+    );
+    let d = within(a.create_call(&h.tg, &create(good))).await.unwrap();
+    assert_eq!(d.from, "+14085551000");
+    let inc = within(h.server.next_call()).await.unwrap();
+    assert_eq!(inc.passport.unwrap().orig.tn, "14085551000");
+    // Forged: signed by a key the certificate does not hold.
+    let (other_key, _) = make_csr(&["+14085551000"]).unwrap();
+    let forged = sign(
+        &Claims::new("+14085551000", "+14089529999", now, "o-2"),
+        &x5u,
+        &other_key,
+    );
+    let e = within(a.create_call(&h.tg, &create(forged)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403));
+    // Stale, another caller, another destination: all 403.
+    for claims in [
+        Claims::new("+14085551000", "+14089529999", now - 600, "o-3"),
+        Claims::new("+14085551001", "+14089529999", now, "o-4"),
+        Claims::new("+14085551000", "+14080000000", now, "o-5"),
+    ] {
+        let e = within(a.create_call(&h.tg, &create(sign(&claims, &x5u, &key))))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(403), "{claims:?}");
+    }
+    let e = within(a.create_call(&h.tg, &create("a.b.c".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403));
+}

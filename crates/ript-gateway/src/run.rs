@@ -1,0 +1,185 @@
+//! `ript-gateway run`: today the RIPT server on its embedded defaults, answering calls with
+//! an echo application (the SIP side and call mapping come with later issues).
+
+use anyhow::Context;
+use ript_h3::OutgoingMedia;
+use ript_h3::server::{HostedTg, IncomingCall, Server, ServerApp, ServerOptions};
+use ript_h3::tls::Identity;
+use ript_proto::events::EventKind;
+use ript_proto::model::CallTimers;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tracing::{Instrument, info, info_span, warn};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// RIPT (HTTP/3) listen address.
+    #[arg(long, env = "RIPT_HTTP3_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: std::net::SocketAddr,
+    /// Where the dev certificate and the token live.
+    #[arg(long, env = "RIPT_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Bearer token customers present (generated and printed on first start when absent).
+    #[arg(long, env = "RIPT_TOKEN")]
+    token: Option<String>,
+}
+
+struct App {
+    token: String,
+}
+
+impl ServerApp for App {
+    fn authenticate(&self, token: &str) -> Option<String> {
+        // Constant-time compare: the token is a secret.
+        let (a, b) = (token.as_bytes(), self.token.as_bytes());
+        let same =
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        same.then(|| "default".to_owned())
+    }
+}
+
+/// Loads the dev identity from `dir`, generating it on first start.
+fn identity(dir: &Path) -> anyhow::Result<Identity> {
+    let (cert, key) = (dir.join("ript-cert.pem"), dir.join("ript-key.pem"));
+    if cert.exists() && key.exists() {
+        let c = std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
+        let k = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
+        return Identity::from_pem(&c, &k)
+            .with_context(|| format!("{} / {}", cert.display(), key.display()));
+    }
+    let id = Identity::self_signed(&["localhost", "127.0.0.1", "::1"])?;
+    std::fs::write(&cert, id.cert_pem()).with_context(|| format!("writing {}", cert.display()))?;
+    write_secret(&key, &id.key_pem())?;
+    info!(cert = %cert.display(), "generated a self-signed development certificate (clients must pin it)");
+    Ok(id)
+}
+
+fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+fn token(dir: &Path, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(t) = given {
+        anyhow::ensure!(t.len() >= 16, "RIPT_TOKEN: must be at least 16 characters");
+        return Ok(t);
+    }
+    let path = dir.join("ript-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_owned());
+    }
+    let t = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write_secret(&path, &t)?;
+    println!(
+        "generated RIPT bearer token (stored in {}): {t}",
+        path.display()
+    );
+    Ok(t)
+}
+
+pub async fn run(a: RunArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("creating {}", a.data_dir.display()))?;
+    let id = identity(&a.data_dir)?;
+    let token = token(&a.data_dir, a.token)?;
+    let tg = HostedTg {
+        id: "default".into(),
+        name: "default".into(),
+        description: "echo trunk group (calls are answered and media echoed)".into(),
+        tenants: vec!["default".into()],
+        destinations: ript_proto::pattern::NumberPattern::any(),
+        vouch: "+*".parse()?,
+        advertisement: "1 in: PCMU; PCMA; opus; 1 out: PCMU; PCMA; opus;".parse()?,
+        timers: CallTimers::default(),
+        require_passport: false,
+        trust_anchors: vec![],
+    };
+    let opts = ServerOptions::new(a.listen, id, vec![tg]);
+    let mut server = Server::bind(opts, Arc::new(App { token }))
+        .await
+        .context("starting the RIPT server")?;
+    let addr = server.local_addr()?;
+    println!("ript listening on https://{addr}{}", ript_proto::ROOT_PATH);
+    println!(
+        "dev certificate: {}",
+        a.data_dir.join("ript-cert.pem").display()
+    );
+    loop {
+        tokio::select! {
+            call = server.next_call() => match call {
+                Some(c) => {
+                    let span = info_span!("call", call = %c.description.uri);
+                    tokio::spawn(echo(c).instrument(span));
+                }
+                None => break,
+            },
+            _ = shutdown_signal() => {
+                info!("shutting down");
+                server.close();
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Answers and echoes every media chunk back on the server's first stream.
+async fn echo(mut c: IncomingCall) {
+    // Numbers stay out of info-level logs.
+    tracing::debug!(to = %c.description.to, "call");
+    if let Err(e) = c.control.state(EventKind::Answered, None).await {
+        warn!(error = %e, "cannot answer");
+        return;
+    }
+    while let Some(ev) = c.events.recv().await {
+        match ev {
+            ript_h3::CallEvent::Media(m) => {
+                let back = OutgoingMedia {
+                    source: 1,
+                    sink: m.source,
+                    payload_type: m.payload_type,
+                    timestamp_ms: m.timestamp_ms.unwrap_or_else(ript_h3::wall_ms),
+                    media: m.media,
+                    marker: m.marker,
+                    audio_level: m.audio_level,
+                };
+                if c.control.send_media(back).is_err() {
+                    break;
+                }
+            }
+            ript_h3::CallEvent::Ended(state, reason) => {
+                info!(%state, ?reason, "call ended");
+                break;
+            }
+            _ => {}
+        }
+    }
+}

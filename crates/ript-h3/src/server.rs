@@ -803,11 +803,6 @@ async fn route(
                     } else {
                         parse_json_body("call update", &body)?
                     };
-                    let handler_adv = match &upd.handler {
-                        Some(h) => Some(lookup_handler(sh, tenant, tg, h)?),
-                        None => None,
-                    };
-                    let _ = handler_adv;
                     let (otx, orx) = oneshot::channel();
                     tx.send(Cmd::Update(upd.handler, otx))
                         .await

@@ -223,14 +223,16 @@ impl<'a> Cursor<'a> {
         let bytes = self.s.get(start..self.at).unwrap_or_default();
         std::str::from_utf8(bytes).map_err(|_| self.err("name"))
     }
+    /// Matches the literal `w` (any case). Not a whole `name`: WS may be empty, so in
+    /// `1to2:` the word `to` is directly followed by the sink id.
     fn word(&mut self, w: &'static str) -> Result<(), Error> {
-        let start = self.at;
-        let n = self.name().map_err(|_| self.err(w))?;
-        if n.eq_ignore_ascii_case(w) {
-            Ok(())
-        } else {
-            self.at = start;
-            Err(self.err(w))
+        let end = self.at + w.len();
+        match self.s.get(self.at..end) {
+            Some(b) if b.eq_ignore_ascii_case(w.as_bytes()) => {
+                self.at = end;
+                Ok(())
+            }
+            _ => Err(self.err(w)),
         }
     }
     fn value(&mut self) -> Result<i64, Error> {
@@ -586,6 +588,23 @@ mod tests {
         assert_eq!(d.to_string(), "1 to 2: opus,ch=2; 3 to 4: PCMU;");
         assert_eq!(d.to_string().parse::<Directive>().unwrap(), d);
         assert!("1 to : PCMU;".parse::<Directive>().is_err());
+    }
+
+    #[test]
+    fn words_need_no_whitespace_after_them() {
+        // Regression (tests/properties.rs): WS may be empty, but `to2` was read as one name.
+        let d: Directive = "1to2:PCMU;3TO004:opus;".parse().unwrap();
+        assert_eq!(d.to_string(), "1 to 2: PCMU; 3 to 4: opus;");
+        assert_eq!(
+            adv("1in:PCMU;2out:opus;").to_string(),
+            "1 in: PCMU; 2 out: opus;"
+        );
+        for bad in ["1 tox 2: PCMU;", "1 t: PCMU;", "1 int: PCMU;", "1 o: PCMU;"] {
+            assert!(
+                bad.parse::<Directive>().is_err() && bad.parse::<Advertisement>().is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod call;
 pub mod chunk;
 mod error;
 pub mod events;
+pub mod fuzzing;
 pub mod media;
 pub mod model;
 pub mod passport;

@@ -269,6 +269,11 @@ impl TnAuthList {
                     }
                     let (t1, start, rest) = read_der(seq)?;
                     let (t2, count, _) = read_der(rest)?;
+                    // A DER INTEGER of 2^63 or more takes a leading zero byte (`int_bytes`).
+                    let count = match count {
+                        [0, low @ ..] if low.len() == 8 => low,
+                        c => c,
+                    };
                     if t1 != 0x16 || t2 != 0x02 || count.len() > 8 || count.is_empty() {
                         return None;
                     }
@@ -375,6 +380,13 @@ mod tests {
         assert!(l.covers("14089529999"));
         assert!(!l.covers("1234"));
         assert_eq!(TnAuthList::from_der(&[0x30, 0x05, 0xa2]), None);
+        // Regression (tests/properties.rs): counts of 2^63 and more are written with a
+        // leading zero (9 bytes) and were then refused.
+        let huge = TnAuthList(vec![TnEntry::Range {
+            start: "0".into(),
+            count: 1 << 63,
+        }]);
+        assert_eq!(TnAuthList::from_der(&huge.to_der()), Some(huge));
         assert_eq!(TnAuthList::from_der(&[]), None);
     }
 

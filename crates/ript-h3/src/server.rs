@@ -234,6 +234,7 @@ struct Shared {
     enable_datagrams: bool,
     no_byway_timeout: std::time::Duration,
     next_get: std::sync::atomic::AtomicU64,
+    connections: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -319,6 +320,7 @@ impl Server {
             enable_datagrams: opts.enable_datagrams,
             no_byway_timeout: opts.no_byway_timeout,
             next_get: std::sync::atomic::AtomicU64::new(1),
+            connections: std::sync::atomic::AtomicU64::new(0),
         });
         let ep = endpoint.clone();
         let sh = shared.clone();
@@ -328,7 +330,11 @@ impl Server {
                 tokio::spawn(async move {
                     let peer = incoming.remote_address();
                     match incoming.await {
-                        Ok(conn) => drive_connection(sh, conn).await,
+                        Ok(conn) => {
+                            sh.connections
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            drive_connection(sh, conn).await
+                        }
                         Err(e) => debug!(%peer, error = %e, "handshake failed"),
                     }
                 });
@@ -367,6 +373,13 @@ impl Server {
     /// Number of calls the server still remembers (live or within retention).
     pub fn calls(&self) -> usize {
         lock(&self.shared.calls).len()
+    }
+
+    /// QUIC connections accepted since start.
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn close(&self) {

@@ -419,3 +419,64 @@ async fn a_31st_pending_get_pushes_out_the_oldest_with_204_and_the_rest_404_at_e
         assert_eq!(within(rx.recv()).await.unwrap().unwrap(), 404);
     }
 }
+
+#[tokio::test]
+async fn call_update_renegotiates_changes_handler_and_refuses_unknown_ones() {
+    use ript_proto::model::CallUpdate;
+    let mut h = harness().await;
+    let c = h.client();
+    let (d, mut out, _inc) = h.call(&c).await;
+    next_matching(&mut out.events, is_state(EventKind::Proceeding)).await;
+    // Empty body: a new directive, the same one for the same handler.
+    let r = within(c.request(Method::POST, &d.uri, None, None))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let again: ript_proto::model::CallDescription = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (again.client_directives.as_str(), again.handler.as_str()),
+        (d.client_directives.as_str(), d.handler.as_str())
+    );
+    // Another handler of this TG: the directives follow its advertisement.
+    let opus_only = Handler {
+        handler_id: "opus".into(),
+        advertisement: "1 out: opus; 1 in: opus;".into(),
+        uri: None,
+    };
+    let h2 = within(c.register_handler(&h.tg, &opus_only))
+        .await
+        .unwrap()
+        .uri
+        .unwrap();
+    let upd = within(c.update_call(
+        &d.uri,
+        &CallUpdate {
+            handler: Some(h2.clone()),
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(upd.handler, h2);
+    assert_eq!(upd.client_directives, "1 to 1: opus;");
+    assert_eq!(within(c.get_call(&d.uri)).await.unwrap().handler, h2);
+    // Unknown or deleted handler: 500 unknown-handler (ript-profile §2).
+    within(c.delete(&h2)).await.unwrap();
+    let e = within(c.update_call(&d.uri, &CallUpdate { handler: Some(h2) }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), e.problem_type()),
+        (Some(500), Some("unknown-handler"))
+    );
+}
+
+#[tokio::test]
+async fn all_calls_to_one_peer_share_one_connection() {
+    let mut h = harness().await;
+    let c = h.client();
+    let (_d1, mut o1, _i1) = h.call(&c).await;
+    let (_d2, mut o2, _i2) = h.call(&c).await;
+    next_matching(&mut o1.events, is_path(MediaPath::Datagrams)).await;
+    next_matching(&mut o2.events, is_path(MediaPath::Datagrams)).await;
+    assert_eq!(h.server.connections_accepted(), 1);
+}

@@ -83,10 +83,10 @@ fn token(dir: &Path, given: Option<String>) -> anyhow::Result<String> {
         uuid::Uuid::new_v4().simple()
     );
     write_secret(&path, &t)?;
-    println!(
+    say(&format!(
         "generated RIPT bearer token (stored in {}): {t}",
         path.display()
-    );
+    ));
     Ok(t)
 }
 
@@ -112,11 +112,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         .await
         .context("starting the RIPT server")?;
     let addr = server.local_addr()?;
-    println!("ript listening on https://{addr}{}", ript_proto::ROOT_PATH);
-    println!(
+    say(&format!(
         "dev certificate: {}",
         a.data_dir.join("ript-cert.pem").display()
-    );
+    ));
+    say(&format!(
+        "ript listening on https://{addr}{}",
+        ript_proto::ROOT_PATH
+    ));
     loop {
         tokio::select! {
             call = server.next_call() => match call {
@@ -134,6 +137,13 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Operator output on stdout; a closed stdout (EPIPE) must not stop the gateway.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 async fn shutdown_signal() {

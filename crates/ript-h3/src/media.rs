@@ -1,6 +1,7 @@
 //! Per-call media bookkeeping shared by both roles: numbering and truncation of sent chunks,
 //! extension of received ones, acknowledgements both ways, optional sealing, and statistics.
 
+use ript_proto::ChunkError;
 use ript_proto::call::{MediaPath, MigrateTrigger};
 use ript_proto::chunk::{
     self, Ack, Chunk, Extender, MediaChunk, MediaDirection, MediaKey, Package, PayloadType,
@@ -156,15 +157,19 @@ impl MediaEndpoint {
         for raw in chunk::raw_frames_checked(buf) {
             let raw = match raw {
                 Ok(r) => r,
-                Err(_) => {
+                Err(e) => {
                     out.invalid += 1;
+                    out.first_error.get_or_insert(e);
                     break;
                 }
             };
             match chunk::decode_chunk(raw) {
                 Ok(Chunk::Media(m)) => match self.accept_media(wall_ms, raw, m) {
                     Some(r) => out.media.push(r),
-                    None => out.invalid += 1,
+                    None => {
+                        out.invalid += 1;
+                        out.first_error.get_or_insert(ChunkError::Unseal);
+                    }
                 },
                 Ok(Chunk::Ack(a)) => {
                     if a.direction == self.out_dir {
@@ -172,11 +177,14 @@ impl MediaEndpoint {
                         out.acks += 1;
                     } else {
                         out.invalid += 1;
+                        out.first_error
+                            .get_or_insert(ChunkError::BadValue(chunk::tag::ACK_DIRECTION));
                     }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "invalid media chunk dropped");
                     out.invalid += 1;
+                    out.first_error.get_or_insert(e);
                 }
             }
         }
@@ -271,4 +279,6 @@ pub(crate) struct Received {
     pub(crate) media: Vec<ReceivedMedia>,
     pub(crate) acks: usize,
     pub(crate) invalid: usize,
+    /// Why the first invalid chunk was refused (for the problem detail).
+    pub(crate) first_error: Option<ChunkError>,
 }

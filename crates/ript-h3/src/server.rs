@@ -173,7 +173,7 @@ enum GetAnswer {
 struct PutResult {
     acks: Vec<u8>,
     media: usize,
-    invalid: usize,
+    invalid: Option<ript_proto::ChunkError>,
 }
 
 enum Cmd {
@@ -846,8 +846,8 @@ async fn route(
                 .await
                 .map_err(|_| Rerr::NotFound)?;
             let r = orx.await.map_err(|_| Rerr::NotFound)??;
-            if r.invalid > 0 {
-                return Err(Rerr::Chunk(ript_proto::ChunkError::BadValue(0)));
+            if let Some(e) = r.invalid {
+                return Err(Rerr::Chunk(e));
             }
             if r.media == 0 && r.acks.is_empty() {
                 debug!("ack-only media put");
@@ -1277,10 +1277,12 @@ impl CallTask {
                 } else {
                     vec![]
                 };
+                let invalid = (got.invalid > 0)
+                    .then(|| got.first_error.unwrap_or(ript_proto::ChunkError::Empty));
                 let _ = r.send(Ok(PutResult {
                     acks,
                     media,
-                    invalid: got.invalid,
+                    invalid,
                 }));
             }
             Cmd::MediaGet(id, r) => {

@@ -9,7 +9,11 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+mod interop;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ript-gateway");
+/// The bearer token `start()` gives the gateway.
+const TOKEN: &str = "integration-test-token-0123456789";
 
 struct Running {
     child: Child,
@@ -35,7 +39,7 @@ fn start() -> Running {
     let mut child = Command::new(BIN)
         .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
-        .env("RIPT_TOKEN", "integration-test-token-0123456789")
+        .env("RIPT_TOKEN", TOKEN)
         .env("RIPT_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -52,6 +56,9 @@ fn start() -> Running {
             break rest.trim_end_matches(ript_proto::ROOT_PATH).to_owned();
         }
     };
+    // Keep the pipe open and drained: the gateway prints more lines after this one, and
+    // writing to a closed pipe makes its `println!` panic (EPIPE), killing the server.
+    std::thread::spawn(move || lines.for_each(drop));
     Running { child, url, dir }
 }
 

@@ -122,7 +122,13 @@ async fn garbage_media_is_400_invalid_chunk_and_the_call_goes_on() {
         .await
         .unwrap();
     assert_eq!(r.status, 400);
-    assert_eq!(r.problem().unwrap().short_type(), "invalid-chunk");
+    let p = r.problem().unwrap();
+    assert_eq!(p.short_type(), "invalid-chunk");
+    assert!(
+        p.detail.contains("unknown tag 63"),
+        "the detail names the reason: {}",
+        p.detail
+    );
     let r = within(put(vec![])).await.unwrap();
     assert_eq!(r.status, 400);
     let r = within(put(vec![0xff; 17 * 1024])).await.unwrap();

@@ -1,4 +1,5 @@
 //! Sans-IO SIP (RFC 3261): transaction machines and the transaction layer, driven by the
 //! `sip-transport` shell. Time is an input; nothing here opens a socket or reads a clock.
 
+pub mod layer;
 pub mod txn;

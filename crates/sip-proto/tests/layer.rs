@@ -1,0 +1,240 @@
+//! RFC 3261 §17.1.3 / §17.2.3 matching through the transaction layer.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+#![allow(clippy::disallowed_methods)]
+
+use sip_proto::layer::{LayerError, LayerOutput, TxnLayer, TxnMessage};
+use sip_proto::txn::{Reliability, Timer, TimerConfig};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct M {
+    method: Option<&'static str>,
+    status: Option<u16>,
+    branch: Option<&'static str>,
+    sent_by: &'static str,
+    cseq: &'static str,
+}
+
+fn req(method: &'static str, branch: &'static str) -> M {
+    M {
+        method: Some(method),
+        status: None,
+        branch: Some(branch),
+        sent_by: "192.0.2.1:5060",
+        cseq: method,
+    }
+}
+
+fn resp(code: u16, branch: &'static str, cseq: &'static str) -> M {
+    M {
+        method: None,
+        status: Some(code),
+        branch: Some(branch),
+        sent_by: "192.0.2.1:5060",
+        cseq,
+    }
+}
+
+impl TxnMessage for M {
+    fn method(&self) -> Option<&str> {
+        self.method
+    }
+    fn status(&self) -> Option<u16> {
+        self.status
+    }
+    fn branch(&self) -> Option<&str> {
+        self.branch
+    }
+    fn sent_by(&self) -> Option<String> {
+        Some(self.sent_by.to_owned())
+    }
+    fn cseq_method(&self) -> Option<&str> {
+        Some(self.cseq)
+    }
+    fn ack_for(&self, _response: &Self) -> Self {
+        M {
+            method: Some("ACK"),
+            cseq: "ACK",
+            ..self.clone()
+        }
+    }
+    fn trying(&self) -> Self {
+        M {
+            method: None,
+            status: Some(100),
+            cseq: "INVITE",
+            ..self.clone()
+        }
+    }
+}
+
+fn drain(l: &mut TxnLayer<M>) -> Vec<LayerOutput<M>> {
+    std::iter::from_fn(|| l.poll_output()).collect()
+}
+
+const B1: &str = "z9hG4bK-1";
+const UDP: Reliability = Reliability::Unreliable;
+
+#[test]
+fn new_invite_is_delivered_once_and_retransmissions_get_the_last_response() {
+    let t0 = Instant::now();
+    let mut l = TxnLayer::new(TimerConfig::default());
+    l.handle_message(t0, req("INVITE", B1), UDP).unwrap();
+    let out = drain(&mut l);
+    let id = match &out[..] {
+        [
+            LayerOutput::Request {
+                txn, cancels: None, ..
+            },
+            LayerOutput::Transmit(t2, m),
+        ] => {
+            assert_eq!(txn, t2);
+            assert_eq!(m.status, Some(100), "100 Trying at once");
+            *txn
+        }
+        o => panic!("{o:?}"),
+    };
+    l.handle_message(t0 + Duration::from_millis(500), req("INVITE", B1), UDP)
+        .unwrap();
+    assert!(
+        matches!(&drain(&mut l)[..], [LayerOutput::Transmit(t, m)] if *t == id && m.status == Some(100))
+    );
+    // A different sent-by is a different transaction (RFC 3261 §17.2.3).
+    let mut other = req("INVITE", B1);
+    other.sent_by = "198.51.100.7:5060";
+    l.handle_message(t0, other, UDP).unwrap();
+    assert!(matches!(drain(&mut l).first(), Some(LayerOutput::Request { txn, .. }) if *txn != id));
+}
+
+#[test]
+fn ack_of_non_2xx_is_absorbed_ack_of_2xx_goes_to_the_tu() {
+    let t0 = Instant::now();
+    let mut l = TxnLayer::new(TimerConfig::default());
+    l.handle_message(t0, req("INVITE", B1), UDP).unwrap();
+    let id = match drain(&mut l).first() {
+        Some(LayerOutput::Request { txn, .. }) => *txn,
+        o => panic!("{o:?}"),
+    };
+    l.send_response(t0, id, resp(486, B1, "INVITE")).unwrap();
+    let _ = drain(&mut l);
+    l.handle_message(t0, req("ACK", B1), UDP).unwrap();
+    assert!(
+        drain(&mut l).is_empty(),
+        "ACK of a 486 stays in the transaction"
+    );
+
+    const B2: &str = "z9hG4bK-2";
+    l.handle_message(t0, req("INVITE", B2), UDP).unwrap();
+    let id2 = match drain(&mut l).first() {
+        Some(LayerOutput::Request { txn, .. }) => *txn,
+        o => panic!("{o:?}"),
+    };
+    l.send_response(t0, id2, resp(200, B2, "INVITE")).unwrap();
+    let _ = drain(&mut l);
+    l.handle_message(t0, req("ACK", B2), UDP).unwrap();
+    assert!(matches!(&drain(&mut l)[..], [LayerOutput::AckForTu(t, _)] if *t == id2));
+    // A 2xx ACK with its own branch (RFC 3261 §17.1.1.3) matches no transaction.
+    l.handle_message(t0, req("ACK", "z9hG4bK-new"), UDP)
+        .unwrap();
+    assert!(matches!(&drain(&mut l)[..], [LayerOutput::StrayAck(_)]));
+}
+
+#[test]
+fn cancel_names_the_invite_it_targets() {
+    let t0 = Instant::now();
+    let mut l = TxnLayer::new(TimerConfig::default());
+    l.handle_message(t0, req("INVITE", B1), UDP).unwrap();
+    let inv = match drain(&mut l).first() {
+        Some(LayerOutput::Request { txn, .. }) => *txn,
+        o => panic!("{o:?}"),
+    };
+    l.handle_message(t0, req("CANCEL", B1), UDP).unwrap();
+    match &drain(&mut l)[..] {
+        [
+            LayerOutput::Request {
+                txn,
+                cancels: Some(c),
+                request,
+            },
+        ] => {
+            assert_ne!(*txn, inv, "CANCEL has its own transaction");
+            assert_eq!(*c, inv);
+            assert_eq!(request.method, Some("CANCEL"));
+        }
+        o => panic!("{o:?}"),
+    }
+    // A CANCEL for nothing still gets a transaction (the TU answers 481).
+    l.handle_message(t0, req("CANCEL", "z9hG4bK-none"), UDP)
+        .unwrap();
+    assert!(matches!(
+        &drain(&mut l)[..],
+        [LayerOutput::Request { cancels: None, .. }]
+    ));
+}
+
+#[test]
+fn client_transactions_match_responses_by_branch_and_cseq_method() {
+    let t0 = Instant::now();
+    let mut l = TxnLayer::new(TimerConfig::default());
+    let id = l.send_request(t0, req("INVITE", B1), UDP).unwrap();
+    assert!(matches!(&drain(&mut l)[..], [LayerOutput::Transmit(t, _)] if *t == id));
+    l.handle_message(t0, resp(180, B1, "INVITE"), UDP).unwrap();
+    assert!(
+        matches!(&drain(&mut l)[..], [LayerOutput::Response(t, m)] if *t == id && m.status == Some(180))
+    );
+    // Same branch, other CSeq method: not ours.
+    l.handle_message(t0, resp(200, B1, "CANCEL"), UDP).unwrap();
+    assert!(matches!(
+        &drain(&mut l)[..],
+        [LayerOutput::StrayResponse(_)]
+    ));
+    l.handle_message(t0, resp(486, B1, "INVITE"), UDP).unwrap();
+    match &drain(&mut l)[..] {
+        [LayerOutput::Transmit(_, ack), LayerOutput::Response(_, r)] => {
+            assert_eq!(ack.method, Some("ACK"));
+            assert_eq!(r.status, Some(486));
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn timer_b_through_the_layer_and_no_transaction_leaks() {
+    let t0 = Instant::now();
+    let mut l = TxnLayer::new(TimerConfig::default());
+    let id = l.send_request(t0, req("INVITE", B1), UDP).unwrap();
+    let _ = drain(&mut l);
+    let mut timeouts = vec![];
+    while let Some(at) = l.poll_timeout() {
+        l.handle_timeout(at);
+        for o in drain(&mut l) {
+            if let LayerOutput::Timeout(t, tm) = o {
+                timeouts.push((t, tm, at - t0));
+            }
+        }
+    }
+    assert_eq!(timeouts, vec![(id, Timer::B, Duration::from_secs(32))]);
+    assert!(l.is_empty(), "terminated transactions are forgotten");
+}
+
+#[test]
+fn messages_without_the_needed_headers_are_refused() {
+    let t0 = Instant::now();
+    let mut l = TxnLayer::new(TimerConfig::default());
+    let mut m = req("OPTIONS", B1);
+    m.branch = None;
+    assert_eq!(
+        l.handle_message(t0, m.clone(), UDP),
+        Err(LayerError::Missing("Via branch"))
+    );
+    assert_eq!(
+        l.send_request(t0, m, UDP),
+        Err(LayerError::Missing("Via branch"))
+    );
+    assert!(l.is_empty());
+}

@@ -1,0 +1,22 @@
+//! Sans-IO media for the SIP leg: G.711 conversion, RTP parsing and RFC 3550 receive
+//! statistics, RFC 4733 telephone-events (and the SIP INFO bodies that carry digits), and the
+//! mapping between RTP streams and RIPT media chunks. No sockets, no clocks.
+
+pub mod chunkmap;
+pub mod dtmf;
+pub mod g711;
+pub mod rtp;
+
+/// Errors of the media core.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("rtp packet is malformed: {0}")]
+    Rtp(&'static str),
+    #[error("telephone-event payload is malformed")]
+    Event,
+    #[error("dtmf body is malformed")]
+    DtmfBody,
+    #[error("no mapping for payload type {0}")]
+    PayloadType(u8),
+}

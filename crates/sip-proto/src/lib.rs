@@ -2,4 +2,5 @@
 //! `sip-transport` shell. Time is an input; nothing here opens a socket or reads a clock.
 
 pub mod layer;
+pub mod sdp;
 pub mod txn;

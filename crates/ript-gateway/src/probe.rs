@@ -216,16 +216,27 @@ async fn test_call(
             }
         }
     }
-    // Let the last acks and echoes arrive.
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        while let Some(ev) = call.events.recv().await {
-            if matches!(ev, CallEvent::Media(_)) {
-                received += 1;
-            }
+    // Let the last acks and echoes arrive: until everything sent is acknowledged, bounded
+    // by twice the ack-timeout (what is still missing then is reported as lost).
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(2 * timers.ack_timeout_ms.max(500));
+    let mut stats = call.control.stats().await.unwrap_or_default();
+    while stats.acked < stats.sent && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(20), call.events.recv()).await {
+            Ok(Some(CallEvent::Media(_))) => received += 1,
+            Ok(None) => break,
+            _ => {}
         }
-    })
-    .await;
-    let stats = call.control.stats().await.unwrap_or_default();
+        stats = call.control.stats().await.unwrap_or_default();
+    }
+    // Echoes of the last chunks trail their acks slightly.
+    while let Ok(Some(ev)) =
+        tokio::time::timeout(Duration::from_millis(100), call.events.recv()).await
+    {
+        if matches!(ev, CallEvent::Media(_)) {
+            received += 1;
+        }
+    }
     let _ = call.control.end(Some(Reason::sip(200, "probe done"))).await;
     println!("media stats:");
     println!(

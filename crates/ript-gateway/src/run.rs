@@ -19,6 +19,10 @@ pub struct RunArgs {
     /// Where the dev certificate and the token live.
     #[arg(long, env = "RIPT_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// `host:port` written into every URI (Location, call URIs, x5u); required when listening
+    /// on an unspecified address such as 0.0.0.0.
+    #[arg(long, env = "RIPT_AUTHORITY")]
+    authority: Option<String>,
     /// Bearer token customers present (generated and printed on first start when absent).
     #[arg(long, env = "RIPT_TOKEN")]
     token: Option<String>,
@@ -107,7 +111,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         require_passport: false,
         trust_anchors: vec![],
     };
-    let opts = ServerOptions::new(a.listen, id, vec![tg]);
+    if a.listen.ip().is_unspecified() && a.authority.is_none() {
+        anyhow::bail!(
+            "RIPT_AUTHORITY: required when listening on {} (URIs must name a reachable host)",
+            a.listen
+        );
+    }
+    let mut opts = ServerOptions::new(a.listen, id, vec![tg]);
+    opts.authority = a.authority.clone();
     let mut server = Server::bind(opts, Arc::new(App { token }))
         .await
         .context("starting the RIPT server")?;
@@ -181,8 +192,9 @@ async fn echo(mut c: IncomingCall) {
                     marker: m.marker,
                     audio_level: m.audio_level,
                 };
-                if c.control.send_media(back).is_err() {
-                    break;
+                match c.control.send_media(back) {
+                    Ok(()) | Err(ript_h3::Error::Backpressure) => {}
+                    Err(_) => break,
                 }
             }
             ript_h3::CallEvent::Ended(state, reason) => {

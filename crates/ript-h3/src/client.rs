@@ -7,7 +7,7 @@ use crate::tls::{self, Trust};
 use crate::{Error, datagram, now, wall_ms};
 use bytes::{Buf, Bytes};
 use http::{Method, Request};
-use ript_proto::call::{ClientCall, ClientOutput, MediaPath, MigrateTrigger};
+use ript_proto::call::{ClientCall, ClientOutput, MediaPath};
 use ript_proto::chunk::MediaDirection;
 use ript_proto::events::{Event, EventDecoder, EventEncoder};
 use ript_proto::media::MediaBuffer;
@@ -226,10 +226,6 @@ impl Client {
         };
         conns.insert(authority.to_owned(), c.clone());
         Ok(c)
-    }
-
-    async fn forget_conn(&self, authority: &str) {
-        self.inner.conns.lock().await.remove(authority);
     }
 
     fn build(
@@ -464,6 +460,7 @@ impl Client {
             pending_events: VecDeque::new(),
             path: Path::None,
             tasks: Vec::new(),
+            dg_task: None,
             fwd: None,
             fwd_task: None,
             generation: 0,
@@ -563,9 +560,10 @@ enum AppCmd {
 impl ClientCallControl {
     /// Queues media; buffered (≥ 5 s) while no media path is up.
     pub fn send_media(&self, m: OutgoingMedia) -> Result<(), Error> {
-        self.tx
-            .try_send(AppCmd::Media(m))
-            .map_err(|_| Error::CallGone)
+        self.tx.try_send(AppCmd::Media(m)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::Backpressure,
+            mpsc::error::TrySendError::Closed(_) => Error::CallGone,
+        })
     }
 
     pub async fn end(&self, reason: Option<Reason>) -> Result<(), Error> {
@@ -618,6 +616,8 @@ struct CallTask {
     pending_events: VecDeque<Event>,
     path: Path,
     tasks: Vec<JoinHandle<()>>,
+    /// The datagram session (CONNECT stream) task, aborted on fallback to byways.
+    dg_task: Option<JoinHandle<()>>,
     fwd: Option<(mpsc::Sender<Bytes>, EventEncoder)>,
     fwd_task: Option<JoinHandle<()>>,
     generation: u64,
@@ -636,7 +636,7 @@ impl CallTask {
         mut app_rx: mpsc::Receiver<AppCmd>,
     ) {
         let uri = self.call.uri().to_owned();
-        self.open_signaling(uri, false);
+        self.open_signaling(uri);
         let mut app_open = true;
         loop {
             let deadline = [self.call.poll_timeout().map(|(d, _)| d), self.ack_flush_at]
@@ -841,17 +841,49 @@ impl CallTask {
         }
     }
 
+    /// Sends `end` on a fresh `PUT {call}/events` when no forward byway is open (migrating),
+    /// so the server records the client's reason instead of timing the call out.
+    async fn send_end_oneshot(&self, ev: &Event) {
+        let mut enc = EventEncoder::default();
+        let mut body = enc.encode(ev);
+        body.extend_from_slice(enc.close());
+        let url = format!("{}/events", self.call.uri());
+        match self
+            .client
+            .request(
+                Method::PUT,
+                &url,
+                Some("application/json"),
+                Some(Bytes::from(body)),
+            )
+            .await
+        {
+            Ok(r) if r.status == 200 => {}
+            Ok(r) => debug!(status = r.status, "one-shot end refused"),
+            Err(e) => debug!(error = %e, "one-shot end failed"),
+        }
+    }
+
     /// Carries out the machine's outputs; true when the call is over.
     async fn drain(&mut self) -> bool {
         let mut over = false;
         while let Some(o) = self.call.poll_output() {
             match o {
-                ClientOutput::Send(ev) => match &mut self.fwd {
-                    Some((tx, enc)) => {
-                        let _ = tx.try_send(Bytes::from(enc.encode(&ev)));
+                ClientOutput::Send(ev) => {
+                    let is_end = ev.event == ript_proto::events::EventKind::End;
+                    match &mut self.fwd {
+                        // The end must not be lost to a full queue.
+                        Some((tx, enc)) if is_end => {
+                            let _ = tx.send(Bytes::from(enc.encode(&ev))).await;
+                        }
+                        Some((tx, enc)) => {
+                            let _ = tx.try_send(Bytes::from(enc.encode(&ev)));
+                        }
+                        // No forward byway (migrating): the end goes in a one-shot PUT.
+                        None if is_end => self.send_end_oneshot(&ev).await,
+                        None => self.pending_events.push_back(ev),
                     }
-                    None => self.pending_events.push_back(ev),
-                },
+                }
                 ClientOutput::State(k, r) => self.emit(CallEvent::State(k, r)),
                 ClientOutput::MediaPanic => self.emit(CallEvent::MediaPanic),
                 ClientOutput::HandlerChanged(h) => self.emit(CallEvent::HandlerChanged(h)),
@@ -859,17 +891,21 @@ impl CallTask {
                     info!(?trigger, %uri, "migrating");
                     self.emit(CallEvent::Migrating(trigger.clone()));
                     self.close_all(false);
-                    let lost = trigger == MigrateTrigger::ConnectionLost;
-                    self.open_signaling(uri, lost);
+                    self.open_signaling(uri);
                 }
                 ClientOutput::OpenMedia(path) => self.open_media(path),
                 ClientOutput::FallbackToByways => {
                     info!("media falls back to byways");
+                    // Close the CONNECT stream so the server stops sending datagrams too.
+                    if let Some(t) = self.dg_task.take() {
+                        t.abort();
+                    }
                     self.path = Path::None;
                     self.open_media(MediaPath::Byways);
                 }
                 ClientOutput::Ended(k, r) => {
-                    self.emit(CallEvent::Ended(k, r));
+                    // The final state reaches the application even when media filled its queue.
+                    let _ = self.events.send(CallEvent::Ended(k, r)).await;
                     over = true;
                 }
             }
@@ -882,6 +918,9 @@ impl CallTask {
     fn close_all(&mut self, graceful_fwd: bool) {
         self.generation += 1;
         for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if let Some(t) = self.dg_task.take() {
             t.abort();
         }
         if let Some(w) = self.fwd_task.take()
@@ -897,13 +936,11 @@ impl CallTask {
         self.media.reset_path();
     }
 
-    fn open_signaling(&mut self, uri: String, reconnect: bool) {
+    fn open_signaling(&mut self, uri: String) {
         let (client, generation, tx) =
             (self.client.clone(), self.generation, self.internal.clone());
+        // A closed connection is replaced by `Client::conn`; a live one is reused.
         let h = tokio::spawn(async move {
-            if reconnect && let Ok((authority, _, _)) = target(&uri) {
-                client.forget_conn(&authority).await;
-            }
             if let Err(status) = run_signaling(client, generation, uri, tx.clone()).await {
                 let _ = tx.send(Internal::SignalingFailed(generation, status)).await;
             }
@@ -912,7 +949,6 @@ impl CallTask {
     }
 
     fn open_media(&mut self, path: MediaPath) {
-        self.emit(CallEvent::MediaPath(path.clone()));
         let (client, generation, tx, uri) = (
             self.client.clone(),
             self.generation,
@@ -929,9 +965,10 @@ impl CallTask {
                         let _ = tx.send(Internal::DatagramsRefused(generation)).await;
                     }
                 });
-                self.tasks.push(h);
+                self.dg_task = Some(h);
             }
             MediaPath::Byways => {
+                self.emit(CallEvent::MediaPath(MediaPath::Byways));
                 self.path = Path::Byways;
                 for _ in 0..limits::CLIENT_PENDING_GETS {
                     let (client, tx, uri) = (client.clone(), tx.clone(), uri.clone());
@@ -1045,12 +1082,17 @@ async fn run_datagram_session(
     let mut s = send.send_request(req).await?;
     let sid = s.id().into_inner();
     lock(&conn.demux).insert(sid, tx.clone());
+    // Removed however this task ends (finished, refused or aborted on fallback/migration):
+    // the connection outlives the call.
+    let _guard = DemuxGuard {
+        demux: conn.demux.clone(),
+        sid,
+    };
     let r = tokio::time::timeout(client.inner.opts.request_timeout, s.recv_response())
         .await
         .map_err(|_| Error::Timeout("connect"))?;
     let ok = matches!(&r, Ok(resp) if resp.status().is_success());
     if !ok {
-        lock(&conn.demux).remove(&sid);
         return Err(Error::Unexpected("datagram session refused"));
     }
     let _ = tx
@@ -1058,9 +1100,19 @@ async fn run_datagram_session(
         .await;
     // Held open for the session's life; its end sends media back to byways.
     while let Ok(Some(_)) = s.recv_data().await {}
-    lock(&conn.demux).remove(&sid);
     let _ = tx.send(Internal::DatagramsDown(generation)).await;
     Ok(())
+}
+
+struct DemuxGuard {
+    demux: DemuxMap,
+    sid: u64,
+}
+
+impl Drop for DemuxGuard {
+    fn drop(&mut self) {
+        lock(&self.demux).remove(&self.sid);
+    }
 }
 
 async fn media_get_loop(client: Client, generation: u64, url: String, tx: mpsc::Sender<Internal>) {

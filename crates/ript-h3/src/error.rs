@@ -31,6 +31,8 @@ pub enum Error {
     Proto(#[from] ript_proto::Error),
     #[error("call is gone")]
     CallGone,
+    #[error("the call's queue is full; media dropped")]
+    Backpressure,
     #[error("timed out: {0}")]
     Timeout(&'static str),
 }

@@ -65,7 +65,18 @@ pub struct MediaStats {
 }
 
 const MAX_INFLIGHT: usize = 4096;
-const MAX_RTT_SAMPLES: usize = 100_000;
+/// RTT samples kept per call (the first ones; enough for p99 of a probe call).
+const MAX_RTT_SAMPLES: usize = 8192;
+/// Acks waiting for a ride are capped; beyond that the oldest are dropped (acks are advisory).
+const MAX_PENDING_ACKS: usize = 16 * 1024;
+
+/// A random first sequence number for a new stream: with one configured media key for many
+/// calls, the AES-GCM nonce (direction, ids, seq) must not repeat across calls
+/// (ript-profile §6; docs/protocol.md). Kept below 2^62 so it never wraps.
+fn random_first_seq() -> u64 {
+    let (hi, _) = uuid::Uuid::new_v4().as_u64_pair();
+    (hi >> 2).max(1)
+}
 
 #[derive(Debug)]
 pub(crate) struct MediaEndpoint {
@@ -107,7 +118,7 @@ impl MediaEndpoint {
         let st = self
             .send
             .entry((m.source, m.sink))
-            .or_insert_with(|| SeqState::new(1));
+            .or_insert_with(|| SeqState::new(random_first_seq()));
         let (seq, full) = st.next_seq();
         let (wseq, wts) = SeqState::wire(full, seq, m.timestamp_ms);
         let chunk = MediaChunk {
@@ -195,9 +206,9 @@ impl MediaEndpoint {
 
     fn accept_media(&mut self, wall_ms: u64, raw: &[u8], m: MediaChunk) -> Option<ReceivedMedia> {
         let ids = (m.source, m.sink);
-        let seq = self.recv_seq.entry(ids).or_default().extend(m.seq)?;
+        let seq = self.recv_seq.entry(ids).or_default().peek(m.seq)?;
         let ts = match m.timestamp {
-            Some(t) => self.recv_ts.entry(ids).or_default().extend(t),
+            Some(t) => self.recv_ts.entry(ids).or_default().peek(t),
             None => None,
         };
         let media = match m.package {
@@ -207,6 +218,17 @@ impl MediaEndpoint {
                 chunk::open(raw, key, self.in_dir(), seq).ok()?.0
             }
         };
+        // Only an accepted (and, when sealed, authenticated) chunk moves the extenders: a
+        // forged full seq must not shift every later short one.
+        if let Some(x) = self.recv_seq.get_mut(&ids) {
+            x.commit(m.seq, seq);
+        }
+        if let (Some(wire), Some(t), Some(x)) = (m.timestamp, ts, self.recv_ts.get_mut(&ids)) {
+            x.commit(wire, t);
+        }
+        if self.pending_acks.len() > MAX_PENDING_ACKS {
+            self.pending_acks.clear();
+        }
         Ack {
             direction: self.in_dir(),
             source: m.source,
@@ -281,4 +303,90 @@ pub(crate) struct Received {
     pub(crate) invalid: usize,
     /// Why the first invalid chunk was refused (for the problem detail).
     pub(crate) first_error: Option<ChunkError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ript_proto::chunk::{Chunk, frames};
+
+    /// Any origin works: only differences of it are used.
+    #[allow(clippy::disallowed_methods)]
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
+    fn out(n: u8) -> OutgoingMedia {
+        OutgoingMedia {
+            source: 1,
+            sink: 2,
+            payload_type: PayloadType::PCMU,
+            timestamp_ms: 1_795_460_220_000 + u64::from(n) * 20,
+            media: vec![n; 160],
+            marker: false,
+            audio_level: None,
+        }
+    }
+
+    fn seq_of(frame: &[u8]) -> ript_proto::chunk::Truncated {
+        match frames(frame).next() {
+            Some(Ok(Chunk::Media(m))) => m.seq,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ript6_full_values_until_acked_then_two_byte_seq_and_full_again_on_a_new_path() {
+        let t = origin();
+        let mut tx = MediaEndpoint::new(MediaDirection::C2s, None);
+        let mut rx = MediaEndpoint::new(MediaDirection::S2c, None);
+        let f0 = tx.encode(t, out(0));
+        assert!(seq_of(&f0).is_full());
+        // The receiver acks it; the ack comes back to the sender.
+        let got = rx.receive(t, 0, &f0);
+        assert_eq!(got.media.len(), 1);
+        let acks = rx.take_acks();
+        assert_eq!(tx.receive(t, 0, &acks).acks, 1);
+        let f1 = tx.encode(t, out(1));
+        assert_eq!(seq_of(&f1).len, 2, "short seq once a full one was acked");
+        assert!(f1.len() < f0.len());
+        // The receiver extends it back to the full value.
+        let m1 = rx.receive(t, 0, &f1).media.pop().unwrap();
+        assert_eq!(m1.seq, got.media[0].seq + 1);
+        tx.reset_path();
+        assert!(
+            seq_of(&tx.encode(t, out(2))).is_full(),
+            "a new path starts full again"
+        );
+    }
+
+    #[test]
+    fn calls_sharing_a_key_never_start_at_the_same_seq() {
+        let t = origin();
+        let key = Some([9u8; 16]);
+        let firsts: Vec<u64> = (0..8)
+            .map(|_| seq_of(&MediaEndpoint::new(MediaDirection::C2s, key).encode(t, out(0))).value)
+            .collect();
+        let mut uniq = firsts.clone();
+        uniq.sort_unstable();
+        uniq.dedup();
+        assert_eq!(uniq.len(), firsts.len(), "random first seqs: {firsts:?}");
+    }
+
+    #[test]
+    fn a_sealed_chunk_that_fails_to_open_does_not_move_the_extender() {
+        let t = origin();
+        let mut tx = MediaEndpoint::new(MediaDirection::C2s, Some([1; 16]));
+        let mut wrong = MediaEndpoint::new(MediaDirection::S2c, Some([2; 16]));
+        let mut right = MediaEndpoint::new(MediaDirection::S2c, Some([1; 16]));
+        let f = tx.encode(t, out(0));
+        assert_eq!(wrong.receive(t, 0, &f).invalid, 1);
+        assert!(
+            wrong
+                .recv_seq
+                .values()
+                .all(|x| x.peek(ript_proto::chunk::Truncated::short(1, 2)).is_none())
+        );
+        assert_eq!(right.receive(t, 0, &f).media.len(), 1);
+    }
 }

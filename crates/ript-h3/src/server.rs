@@ -138,9 +138,10 @@ impl CallControl {
 
     /// Queues media toward the client; never waits on the network.
     pub fn send_media(&self, m: OutgoingMedia) -> Result<(), Error> {
-        self.tx
-            .try_send(Cmd::SendMedia(m))
-            .map_err(|_| Error::CallGone)
+        self.tx.try_send(Cmd::SendMedia(m)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::Backpressure,
+            mpsc::error::TrySendError::Closed(_) => Error::CallGone,
+        })
     }
 
     pub async fn stats(&self) -> Result<MediaStats, Error> {
@@ -189,7 +190,11 @@ enum Cmd {
     MediaPut(Bytes, oneshot::Sender<Result<PutResult, Rerr>>),
     MediaGet(GetId, oneshot::Sender<GetAnswer>),
     DatagramOpen(DatagramTx, oneshot::Sender<Result<(), Rerr>>),
-    DatagramClosed,
+    DatagramClosed {
+        stream_id: u64,
+        conn_id: usize,
+    },
+    MediaGetGone(GetId),
     DatagramIn(Bytes),
     App(ServerCommand, oneshot::Sender<Result<(), Rerr>>),
     SendMedia(OutgoingMedia),
@@ -202,6 +207,9 @@ enum Cmd {
 struct DatagramTx {
     out: mpsc::Sender<Bytes>,
     stream_id: u64,
+    /// quinn's stable id of the connection: a late close of an older session must not end
+    /// the current one.
+    conn_id: usize,
 }
 
 struct TgEntry {
@@ -393,6 +401,8 @@ impl Server {
 
 type DemuxMap = Arc<Mutex<HashMap<u64, mpsc::Sender<Cmd>>>>;
 
+const REQUEST_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn drive_connection(shared: Arc<Shared>, conn: quinn::Connection) {
     let peer = conn.remote_address();
     let span = info_span!("ript_conn", %peer);
@@ -412,12 +422,23 @@ async fn drive_connection(shared: Arc<Shared>, conn: quinn::Connection) {
         loop {
             match h3c.accept().await {
                 Ok(Some(resolver)) => {
-                    let (sh, dm, out) = (shared.clone(), demux.clone(), dg_out.clone());
+                    let (sh, dm, out, qc) =
+                        (shared.clone(), demux.clone(), dg_out.clone(), conn.clone());
                     tokio::spawn(
                         async move {
-                            match resolver.resolve_request().await {
-                                Ok((req, stream)) => handle_request(sh, dm, out, req, stream).await,
-                                Err(e) => debug!(error = %e, "malformed request head"),
+                            // A peer that opens a stream and never sends headers must not park
+                            // a task forever.
+                            match tokio::time::timeout(
+                                REQUEST_HEAD_TIMEOUT,
+                                resolver.resolve_request(),
+                            )
+                            .await
+                            {
+                                Ok(Ok((req, stream))) => {
+                                    handle_request(sh, dm, out, qc, req, stream).await
+                                }
+                                Ok(Err(e)) => debug!(error = %e, "malformed request head"),
+                                Err(_) => debug!("no request head within the timeout"),
                             }
                         }
                         .in_current_span(),
@@ -521,7 +542,7 @@ async fn respond_problem(stream: &mut SrvStream, err: &Rerr) {
     let mut headers: Vec<(&str, String)> = Vec::new();
     match err {
         Rerr::Unauthorized => headers.push(("www-authenticate", "Bearer".into())),
-        Rerr::MethodNotAllowed => headers.push(("allow", "GET, POST".into())),
+        Rerr::MethodNotAllowed { allow } => headers.push(("allow", (*allow).to_owned())),
         _ => {}
     }
     if p.status >= 500 && p.short_type() != "unknown-handler" {
@@ -570,6 +591,7 @@ async fn handle_request(
     shared: Arc<Shared>,
     demux: DemuxMap,
     dg_out: mpsc::Sender<Bytes>,
+    conn: quinn::Connection,
     req: http::Request<()>,
     mut stream: SrvStream,
 ) {
@@ -613,27 +635,27 @@ async fn handle_request(
     let Some(tenant) = bearer(&req).and_then(|t| shared.app.authenticate(t)) else {
         return respond_problem(&mut stream, &Rerr::Unauthorized).await;
     };
-    let r = route(
-        &shared,
-        &demux,
-        &dg_out,
-        &tenant,
-        &method,
-        &segs,
-        &req,
-        &mut stream,
-    )
-    .await;
+    let ctx = ConnCtx {
+        demux,
+        dg_out,
+        conn,
+    };
+    let r = route(&shared, &ctx, &tenant, &method, &segs, &req, &mut stream).await;
     if let Err(e) = r {
         respond_problem(&mut stream, &e).await;
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a request handler knows of its connection.
+struct ConnCtx {
+    demux: DemuxMap,
+    dg_out: mpsc::Sender<Bytes>,
+    conn: quinn::Connection,
+}
+
 async fn route(
     sh: &Arc<Shared>,
-    demux: &DemuxMap,
-    dg_out: &mpsc::Sender<Bytes>,
+    ctx: &ConnCtx,
     tenant: &str,
     method: &Method,
     segs: &[&str],
@@ -720,7 +742,11 @@ async fn route(
                     removed.ok_or(Rerr::NotFound)?;
                     respond(stream, 204, None, &[], vec![]).await;
                 }
-                _ => return Err(Rerr::MethodNotAllowed),
+                _ => {
+                    return Err(Rerr::MethodNotAllowed {
+                        allow: "GET, PUT, DELETE",
+                    });
+                }
             }
         }
         (&M::POST, ["providertgs", tg, "certs"]) => {
@@ -795,7 +821,11 @@ async fn route(
                 removed.ok_or(Rerr::NotFound)?;
                 respond(stream, 204, None, &[], vec![]).await;
             }
-            _ => return Err(Rerr::MethodNotAllowed),
+            _ => {
+                return Err(Rerr::MethodNotAllowed {
+                    allow: "GET, PUT, DELETE",
+                });
+            }
         },
         (&M::POST, ["providertgs", tg, "calls"]) => create_call(sh, tenant, tg, stream).await?,
         (m, ["providertgs", tg, "calls", call]) => {
@@ -823,13 +853,13 @@ async fn route(
                     let d = orx.await.map_err(|_| Rerr::NotFound)??;
                     respond_json(stream, 200, &[], &d).await;
                 }
-                M::DELETE => return Err(Rerr::MethodNotAllowed),
-                _ => return Err(Rerr::MethodNotAllowed),
+
+                _ => return Err(Rerr::MethodNotAllowed { allow: "GET, POST" }),
             }
         }
         (&M::GET, ["providertgs", tg, "calls", call, "events"]) => {
             let tx = sh.call_tx(tenant, tg, call)?;
-            reverse_events(tx, stream).await?;
+            reverse_events(tx, &ctx.conn, stream).await?;
         }
         (&M::PUT, ["providertgs", tg, "calls", call, "events"]) => {
             let tx = sh.call_tx(tenant, tg, call)?;
@@ -863,7 +893,15 @@ async fn route(
             tx.send(Cmd::MediaGet(id, otx))
                 .await
                 .map_err(|_| Rerr::NotFound)?;
-            match orx.await {
+            let answer = tokio::select! {
+                a = orx => a,
+                _ = ctx.conn.closed() => {
+                    // A dead pending GET must not be handed media (it would be lost).
+                    let _ = tx.send(Cmd::MediaGetGone(id)).await;
+                    return Ok(());
+                }
+            };
+            match answer {
                 Ok(GetAnswer::Body(b)) => {
                     respond(stream, 200, Some("application/octet-stream"), &[], b).await
                 }
@@ -873,16 +911,22 @@ async fn route(
         }
         (&M::CONNECT, ["providertgs", tg, "calls", call, "media"]) => {
             let tx = sh.call_tx(tenant, tg, call)?;
-            datagram_session(tx, demux, dg_out, req, stream).await?;
+            datagram_session(tx, ctx, req, stream).await?;
         }
-        (_, ["providertgs"] | ["providertgs", _] | ["customertgs"]) => {
-            return Err(Rerr::MethodNotAllowed);
+        (_, ["providertgs"] | ["providertgs", _]) => {
+            return Err(Rerr::MethodNotAllowed { allow: "GET" });
         }
-        (_, ["providertgs", _, "calls", _, "events" | "media"]) => {
-            return Err(Rerr::MethodNotAllowed);
+        (_, ["customertgs"]) => return Err(Rerr::MethodNotAllowed { allow: "POST" }),
+        (_, ["providertgs", _, "calls", _, "events"]) => {
+            return Err(Rerr::MethodNotAllowed { allow: "GET, PUT" });
+        }
+        (_, ["providertgs", _, "calls", _, "media"]) => {
+            return Err(Rerr::MethodNotAllowed {
+                allow: "GET, PUT, CONNECT",
+            });
         }
         (_, ["providertgs", _, "handlers" | "certs" | "calls"]) => {
-            return Err(Rerr::MethodNotAllowed);
+            return Err(Rerr::MethodNotAllowed { allow: "POST" });
         }
         _ => return Err(Rerr::NotFound),
     }
@@ -1033,7 +1077,11 @@ fn verify_passport(
     Ok(claims)
 }
 
-async fn reverse_events(tx: mpsc::Sender<Cmd>, stream: &mut SrvStream) -> Result<(), Rerr> {
+async fn reverse_events(
+    tx: mpsc::Sender<Cmd>,
+    conn: &quinn::Connection,
+    stream: &mut SrvStream,
+) -> Result<(), Rerr> {
     let (btx, mut brx) = mpsc::channel::<Bytes>(256);
     let (otx, orx) = oneshot::channel();
     tx.send(Cmd::OpenReverse(btx, otx))
@@ -1050,7 +1098,17 @@ async fn reverse_events(tx: mpsc::Sender<Cmd>, stream: &mut SrvStream) -> Result
     };
     if ok {
         let mut alive = true;
-        while let Some(b) = brx.recv().await {
+        loop {
+            // A client that vanished without closing sends nothing: the connection's idle
+            // timeout ends it, and with it this byway, so the 30 s timer can run.
+            let next = tokio::select! {
+                b = brx.recv() => b,
+                _ = conn.closed() => {
+                    alive = false;
+                    break;
+                }
+            };
+            let Some(b) = next else { break };
             if stream.send_data(b).await.is_err() {
                 alive = false;
                 break;
@@ -1092,7 +1150,9 @@ async fn forward_events(tx: mpsc::Sender<Cmd>, stream: &mut SrvStream) -> Result
                             Err(e) => {
                                 // ript-profile §9: a malformed object resets that byway only.
                                 info!(error = %e, "forward event byway reset");
-                                stream.stop_sending(Code::H3_REQUEST_CANCELLED);
+                                // h3-quinn 0.0.10 panics on stop_sending while its read future
+                                // holds the stream; resetting our half and dropping the
+                                // stream (quinn then sends STOP_SENDING) resets the byway.
                                 stream.stop_stream(Code::H3_REQUEST_CANCELLED);
                                 break;
                             }
@@ -1120,8 +1180,7 @@ async fn forward_events(tx: mpsc::Sender<Cmd>, stream: &mut SrvStream) -> Result
 
 async fn datagram_session(
     tx: mpsc::Sender<Cmd>,
-    demux: &DemuxMap,
-    dg_out: &mpsc::Sender<Bytes>,
+    ctx: &ConnCtx,
     req: &http::Request<()>,
     stream: &mut SrvStream,
 ) -> Result<(), Rerr> {
@@ -1141,15 +1200,17 @@ async fn datagram_session(
     }
     let sid = stream.id().into_inner();
     let (otx, orx) = oneshot::channel();
+    let conn_id = ctx.conn.stable_id();
     let dtx = DatagramTx {
-        out: dg_out.clone(),
+        out: ctx.dg_out.clone(),
         stream_id: sid,
+        conn_id,
     };
     tx.send(Cmd::DatagramOpen(dtx, otx))
         .await
         .map_err(|_| Rerr::NotFound)?;
     orx.await.map_err(|_| Rerr::NotFound)??;
-    lock(demux).insert(sid, tx.clone());
+    lock(&ctx.demux).insert(sid, tx.clone());
     if let Ok(r) = Response::builder().status(200).body(())
         && stream.send_response(r).await.is_ok()
     {
@@ -1157,8 +1218,13 @@ async fn datagram_session(
         while let Ok(Some(_)) = stream.recv_data().await {}
         let _ = stream.finish().await;
     }
-    lock(demux).remove(&sid);
-    let _ = tx.send(Cmd::DatagramClosed).await;
+    lock(&ctx.demux).remove(&sid);
+    let _ = tx
+        .send(Cmd::DatagramClosed {
+            stream_id: sid,
+            conn_id,
+        })
+        .await;
     Ok(())
 }
 
@@ -1239,6 +1305,9 @@ impl CallTask {
             }
             Cmd::OpenReverse(tx, r) => match self.call.handle_byway_opened(t) {
                 Ok(()) => {
+                    // A new signaling byway may be a migrated client or a new instance of it:
+                    // back to full seq/timestamps until acknowledged (ript-profile §6).
+                    self.media.reset_path();
                     let mut enc = EventEncoder::default();
                     let first = enc.encode(&self.call.current_state_event(wall_ms()));
                     let _ = tx.try_send(Bytes::from(first));
@@ -1299,14 +1368,27 @@ impl CallTask {
                     return;
                 }
                 self.datagrams = Some(d);
-                self.downlink.set_datagrams(true);
                 self.media.reset_path();
+                // ript-profile §6: what was buffered while no path was open goes out now.
+                for f in self.downlink.set_datagrams(t, true) {
+                    self.send_datagram(&f);
+                }
                 let _ = r.send(Ok(()));
             }
-            Cmd::DatagramClosed => {
-                self.datagrams = None;
-                self.downlink.set_datagrams(false);
-                self.media.reset_path();
+            Cmd::DatagramClosed { stream_id, conn_id } => {
+                let current = self
+                    .datagrams
+                    .as_ref()
+                    .is_some_and(|d| d.stream_id == stream_id && d.conn_id == conn_id);
+                if current {
+                    self.datagrams = None;
+                    let _ = self.downlink.set_datagrams(t, false);
+                    self.media.reset_path();
+                }
+            }
+            Cmd::MediaGetGone(id) => {
+                self.gets.remove(&id);
+                self.downlink.handle_get_gone(id);
             }
             Cmd::DatagramIn(payload) => {
                 let got = self.media.receive(t, wall_ms(), &payload);
@@ -1391,7 +1473,12 @@ impl CallTask {
                 }
                 ServerOutput::Ended { by, state, reason } => {
                     info!(?by, state = %state, "call ended");
-                    let _ = self.events.try_send(CallEvent::Ended(state, reason));
+                    // The final state must reach the application even when media filled
+                    // its queue.
+                    let events = self.events.clone();
+                    tokio::spawn(async move {
+                        let _ = events.send(CallEvent::Ended(state, reason)).await;
+                    });
                 }
                 ServerOutput::Forget => forget = true,
             }

@@ -21,6 +21,8 @@ pub enum Timer {
     RetryBackoff,
     /// ript-profile §2: `GET {call}` answers for at least 60 s after the end.
     Retention,
+    /// Client: [`NO_SIGNALING_BYWAY`] without an open signaling byway; the call ends locally.
+    GiveUp,
 }
 
 pub const NO_SIGNALING_BYWAY: Duration = Duration::from_secs(30);
@@ -370,14 +372,20 @@ pub struct ClientCall {
     ack_deadline: Option<Instant>,
     backoff: Duration,
     retry_at: Option<Instant>,
+    /// Running while the call has no open signaling byway (Opening/Backoff); reaching it
+    /// ends the call locally (mirrors the server's ript-profile §7 rule).
+    give_up_at: Option<Instant>,
+    /// Set once the call fell back to media byways (ack timeout in datagram mode, or the
+    /// datagram session refused): later migrations stay on byways.
+    byways_only: bool,
     out: VecDeque<ClientOutput>,
 }
 
 impl ClientCall {
     /// A call just created with `POST {tg}/calls`; the shell now opens the events byways and
-    /// calls `handle_signaling_open`.
+    /// calls `handle_signaling_open`. The give-up deadline ([`NO_SIGNALING_BYWAY`]) starts now.
     pub fn new(
-        _now: Instant,
+        now: Instant,
         uri: impl Into<String>,
         timers: CallTimers,
         prefer_datagrams: bool,
@@ -400,6 +408,8 @@ impl ClientCall {
             ack_deadline: None,
             backoff: Duration::from_millis(timers.retry_backoff_ms),
             retry_at: None,
+            give_up_at: Some(now + NO_SIGNALING_BYWAY),
+            byways_only: false,
             out: VecDeque::new(),
         }
     }
@@ -424,7 +434,7 @@ impl ClientCall {
         Event::new(EventDirection::C2s, wall_ms, &self.uri, kind)
     }
 
-    /// The events byways answered (response headers received).
+    /// The events byways answered (response headers received). Clears the give-up deadline.
     pub fn handle_signaling_open(&mut self, now: Instant) {
         if self.phase == Phase::Ended {
             return;
@@ -432,6 +442,7 @@ impl ClientCall {
         self.phase = Phase::Up;
         self.backoff = Duration::from_millis(self.timers.retry_backoff_ms);
         self.retry_at = None;
+        self.give_up_at = None;
         self.next_ping = Some(now + PING_INTERVAL);
         self.pong_deadline = Some(now + PONG_TIMEOUT);
         if self.media_deadline.is_some() {
@@ -443,11 +454,13 @@ impl ClientCall {
     }
 
     /// Opening the events byways failed (connection refused, TLS, 5xx): back off, doubling.
+    /// The retries stop when the give-up deadline passes ([`Timer::GiveUp`]).
     pub fn handle_signaling_failed(&mut self, now: Instant) {
         if self.phase == Phase::Ended {
             return;
         }
         self.phase = Phase::Backoff;
+        self.start_give_up(now);
         self.retry_at = Some(now + self.backoff);
         self.backoff = self.backoff.saturating_mul(2);
     }
@@ -484,7 +497,7 @@ impl ClientCall {
                 if let Some(u) = &ev.uri {
                     self.uri = u.clone();
                 }
-                self.migrate(MigrateTrigger::ServerRequest);
+                self.migrate(now, MigrateTrigger::ServerRequest);
             }
             EventKind::MediaPanic => self.out.push_back(ClientOutput::MediaPanic),
             EventKind::HandlerChanged => {
@@ -516,8 +529,10 @@ impl ClientCall {
             outstanding.then(|| now + Duration::from_millis(self.timers.ack_timeout_ms));
     }
 
-    /// The datagram session was refused (non-2xx CONNECT, missing SETTINGS).
+    /// The datagram session was refused (non-2xx CONNECT, missing SETTINGS). The call then
+    /// stays on media byways, also after later migrations.
     pub fn handle_datagrams_refused(&mut self, _now: Instant) {
+        self.byways_only = true;
         if self.path == MediaPath::Datagrams {
             self.path = MediaPath::Byways;
             self.ack_deadline = None;
@@ -526,19 +541,25 @@ impl ClientCall {
     }
 
     /// A signaling byway was reset by the peer.
-    pub fn handle_byway_reset(&mut self, _now: Instant) {
+    pub fn handle_byway_reset(&mut self, now: Instant) {
         if self.phase == Phase::Up {
-            self.migrate(MigrateTrigger::BywayReset);
+            self.migrate(now, MigrateTrigger::BywayReset);
         }
     }
 
-    pub fn handle_connection_lost(&mut self, _now: Instant) {
+    pub fn handle_connection_lost(&mut self, now: Instant) {
         if matches!(self.phase, Phase::Up | Phase::Opening) {
-            self.migrate(MigrateTrigger::ConnectionLost);
+            self.migrate(now, MigrateTrigger::ConnectionLost);
         }
     }
 
-    /// The application hangs up.
+    /// The application hangs up: outputs `Send(end)` then `Ended(End, reason)`.
+    ///
+    /// The shell must deliver that `Send(end)` even when no forward signaling byway is open
+    /// (the call is migrating or backing off, or never came up): it opens a `PUT
+    /// {uri}/events` just to carry it (a body `[` + the event + `]`). The machine is ended
+    /// after this call and asks for no further migration, so an undelivered `end` would
+    /// leave the server holding the call until its own 30 s no-signaling-byway timer.
     pub fn end(&mut self, _now: Instant, wall_ms: u64, reason: Option<Reason>) {
         if self.phase == Phase::Ended {
             return;
@@ -555,6 +576,7 @@ impl ClientCall {
 
     fn end_local(&mut self) {
         self.phase = Phase::Ended;
+        self.give_up_at = None;
         self.next_ping = None;
         self.pong_deadline = None;
         self.media_deadline = None;
@@ -562,13 +584,22 @@ impl ClientCall {
         self.retry_at = None;
     }
 
-    fn migrate(&mut self, trigger: MigrateTrigger) {
+    /// Starts the give-up deadline unless it is already running.
+    fn start_give_up(&mut self, now: Instant) {
+        if self.give_up_at.is_none() {
+            self.give_up_at = Some(now + NO_SIGNALING_BYWAY);
+        }
+    }
+
+    fn migrate(&mut self, now: Instant, trigger: MigrateTrigger) {
         self.phase = Phase::Opening;
         self.next_ping = None;
         self.pong_deadline = None;
         self.ack_deadline = None;
-        // A new media path may again be datagrams (a fresh connection may support them).
-        if self.prefer_datagrams && trigger != MigrateTrigger::AckTimeout {
+        self.start_give_up(now);
+        // A new media path may again be datagrams (a fresh connection may support them),
+        // unless this call already fell back to byways.
+        if self.prefer_datagrams && !self.byways_only {
             self.path = MediaPath::Datagrams;
         }
         self.out.push_back(ClientOutput::Migrate {
@@ -579,6 +610,19 @@ impl ClientCall {
 
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: u64) {
         let due = |d: Option<Instant>| d.is_some_and(|d| now >= d);
+        if self.phase != Phase::Ended && due(self.give_up_at) {
+            // No signaling byway for 30 s: stop retrying and end the call locally.
+            self.state = Some(EventKind::End);
+            self.end_local();
+            self.out.push_back(ClientOutput::Ended(
+                EventKind::End,
+                Some(Reason {
+                    sip: Some(408),
+                    text: Some("no signaling byway".into()),
+                }),
+            ));
+            return;
+        }
         if due(self.retry_at) {
             self.retry_at = None;
             self.phase = Phase::Opening;
@@ -592,21 +636,22 @@ impl ClientCall {
             return;
         }
         if due(self.pong_deadline) {
-            return self.migrate(MigrateTrigger::PongTimeout);
+            return self.migrate(now, MigrateTrigger::PongTimeout);
         }
         if due(self.media_deadline) {
             self.media_deadline = Some(now + Duration::from_millis(self.timers.media_timeout_ms));
-            return self.migrate(MigrateTrigger::MediaTimeout);
+            return self.migrate(now, MigrateTrigger::MediaTimeout);
         }
         if due(self.ack_deadline) {
             self.ack_deadline = None;
             if self.path == MediaPath::Datagrams {
-                // ript-profile §9: datagram mode first falls back to byways.
+                // ript-profile §9: datagram mode first falls back to byways, for good.
                 self.path = MediaPath::Byways;
+                self.byways_only = true;
                 self.out.push_back(ClientOutput::FallbackToByways);
                 return;
             }
-            return self.migrate(MigrateTrigger::AckTimeout);
+            return self.migrate(now, MigrateTrigger::AckTimeout);
         }
         if due(self.next_ping) {
             self.ping_counter += 1;
@@ -624,12 +669,18 @@ impl ClientCall {
 
     #[must_use]
     pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        // Only timers `handle_timeout` acts on in this phase: the media deadline stays armed
+        // while (re)opening but only counts once signaling is up again, and reporting it
+        // would make the shell wake up at a past deadline over and over.
+        let up = |d: Option<Instant>| d.filter(|_| self.phase == Phase::Up);
+        // On a tie the first wins, as in `handle_timeout`: giving up goes before a retry.
         [
+            (self.give_up_at, Timer::GiveUp),
             (self.retry_at, Timer::RetryBackoff),
-            (self.pong_deadline, Timer::PongTimeout),
-            (self.media_deadline, Timer::MediaTimeout),
-            (self.ack_deadline, Timer::AckTimeout),
-            (self.next_ping, Timer::PingInterval),
+            (up(self.pong_deadline), Timer::PongTimeout),
+            (up(self.media_deadline), Timer::MediaTimeout),
+            (up(self.ack_deadline), Timer::AckTimeout),
+            (up(self.next_ping), Timer::PingInterval),
         ]
         .into_iter()
         .filter_map(|(d, t)| d.map(|d| (d, t)))
@@ -913,6 +964,240 @@ mod tests {
         assert_eq!(
             drain_client(&mut c),
             vec![ClientOutput::OpenMedia(MediaPath::Datagrams)]
+        );
+    }
+
+    fn give_up_reason() -> Option<Reason> {
+        Some(Reason {
+            sip: Some(408),
+            text: Some("no signaling byway".into()),
+        })
+    }
+
+    /// Runs the client in virtual time up to `until`, failing every reconnection attempt.
+    fn run_failing(c: &mut ClientCall, now: &mut Instant, until: Instant) -> Vec<ClientOutput> {
+        let mut out = vec![];
+        while let Some((d, _)) = c.poll_timeout() {
+            if d > until {
+                break;
+            }
+            *now = d;
+            c.handle_timeout(d, 0);
+            let step = drain_client(c);
+            if step
+                .iter()
+                .any(|o| matches!(o, ClientOutput::Migrate { .. }))
+            {
+                c.handle_signaling_failed(d);
+            }
+            out.extend(step);
+        }
+        *now = until;
+        out
+    }
+
+    #[test]
+    fn ript7_client_gives_up_30s_after_creation_without_a_signaling_byway() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut c = ClientCall::new(t0, "u", CallTimers::default(), true);
+        assert_eq!(
+            c.poll_timeout(),
+            Some((t0 + NO_SIGNALING_BYWAY, Timer::GiveUp))
+        );
+        c.handle_signaling_failed(t0);
+        // Retries at 2, 6 and 14 s (backoff doubling); the 30 s retry loses to giving up.
+        let out = run_failing(&mut c, &mut now, t0 + Duration::from_millis(29_999));
+        let retries = out
+            .iter()
+            .filter(|o| matches!(o, ClientOutput::Migrate { .. }))
+            .count();
+        assert_eq!(retries, 3, "{out:?}");
+        assert!(!c.is_ended());
+        assert_eq!(
+            c.poll_timeout(),
+            Some((t0 + Duration::from_secs(30), Timer::GiveUp)),
+            "the give-up deadline is not pushed back by retries"
+        );
+        let out = run_failing(&mut c, &mut now, t0 + Duration::from_secs(30));
+        assert_eq!(
+            out,
+            vec![ClientOutput::Ended(EventKind::End, give_up_reason())]
+        );
+        assert!(c.is_ended());
+        assert_eq!(c.state(), Some(&EventKind::End));
+        assert_eq!(c.poll_timeout(), None, "no more retries");
+        c.handle_timeout(t0 + Duration::from_secs(60), 0);
+        c.handle_signaling_open(t0 + Duration::from_secs(60));
+        assert!(drain_client(&mut c).is_empty(), "an ended call stays ended");
+    }
+
+    #[test]
+    fn give_up_deadline_clears_on_open_and_restarts_on_migration() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut c = ClientCall::new(t0, "u", CallTimers::default(), false);
+        // Opens just before the deadline: cleared.
+        now += Duration::from_secs(29);
+        c.handle_signaling_open(now);
+        assert_eq!(
+            drain_client(&mut c),
+            vec![ClientOutput::OpenMedia(MediaPath::Byways)]
+        );
+        assert_ne!(c.poll_timeout().map(|(_, t)| t), Some(Timer::GiveUp));
+        // Keep it alive with pongs well past the original 30 s.
+        for _ in 0..4 {
+            let until = now + Duration::from_secs(5);
+            let out = run_client(&mut c, &mut now, until);
+            assert!(!out.iter().any(|o| matches!(o, ClientOutput::Ended(..))));
+            c.handle_server_event(
+                now,
+                &Event::new(EventDirection::S2c, 0, "u", EventKind::Pong),
+            );
+        }
+        // The connection drops: the deadline restarts from the migration ...
+        let lost = now;
+        c.handle_connection_lost(lost);
+        assert!(matches!(
+            drain_client(&mut c).as_slice(),
+            [ClientOutput::Migrate {
+                trigger: MigrateTrigger::ConnectionLost,
+                ..
+            }]
+        ));
+        assert_eq!(
+            c.poll_timeout(),
+            Some((lost + NO_SIGNALING_BYWAY, Timer::GiveUp))
+        );
+        // ... and is not restarted by a second loss while still opening.
+        c.handle_connection_lost(lost + Duration::from_secs(10));
+        let _ = drain_client(&mut c);
+        assert_eq!(
+            c.poll_timeout(),
+            Some((lost + NO_SIGNALING_BYWAY, Timer::GiveUp))
+        );
+        c.handle_signaling_failed(lost + Duration::from_secs(10));
+        let out = run_failing(&mut c, &mut now, lost + NO_SIGNALING_BYWAY);
+        assert_eq!(
+            out.last(),
+            Some(&ClientOutput::Ended(EventKind::End, give_up_reason()))
+        );
+        assert!(c.is_ended());
+    }
+
+    #[test]
+    fn reconnecting_in_time_never_gives_up() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut c = up_client(t0);
+        // Pong timeout at 15 s → migrate; reconnection fails, then succeeds at 44 s.
+        let out = run_client(&mut c, &mut now, t0 + Duration::from_secs(15));
+        assert!(out.contains(&ClientOutput::Migrate {
+            uri: "u".into(),
+            trigger: MigrateTrigger::PongTimeout
+        }));
+        c.handle_signaling_failed(now);
+        let out = run_failing(&mut c, &mut now, t0 + Duration::from_secs(44));
+        assert!(!out.iter().any(|o| matches!(o, ClientOutput::Ended(..))));
+        c.handle_signaling_open(now);
+        let _ = drain_client(&mut c);
+        let out = run_client(&mut c, &mut now, t0 + Duration::from_secs(50));
+        assert!(
+            !out.iter().any(|o| matches!(o, ClientOutput::Ended(..))),
+            "{out:?}"
+        );
+        assert!(!c.is_ended());
+    }
+
+    #[test]
+    fn after_an_ack_timeout_fallback_migrations_stay_on_byways() {
+        let t0 = origin();
+        let mut now = t0;
+        let mut c = up_client(t0);
+        c.handle_server_event(
+            t0,
+            &Event::new(EventDirection::S2c, 0, "u", EventKind::Answered),
+        );
+        c.handle_media_received(t0);
+        c.handle_media_sent(t0);
+        let out = run_client(&mut c, &mut now, t0 + Duration::from_millis(1000));
+        assert!(out.contains(&ClientOutput::FallbackToByways), "{out:?}");
+        assert_eq!(c.media_path(), &MediaPath::Byways);
+        let _ = drain_client(&mut c);
+        // A graceful migration ...
+        c.handle_server_event(
+            now,
+            &Event::new(EventDirection::S2c, 0, "u", EventKind::Migrate),
+        );
+        let _ = drain_client(&mut c);
+        c.handle_signaling_open(now);
+        assert_eq!(
+            drain_client(&mut c),
+            vec![ClientOutput::OpenMedia(MediaPath::Byways)]
+        );
+        // ... and a media timeout (8 s without media) both stay on byways.
+        let keep = |c: &mut ClientCall, now: Instant| {
+            c.handle_server_event(
+                now,
+                &Event::new(EventDirection::S2c, 0, "u", EventKind::Pong),
+            );
+        };
+        let mut migrated = false;
+        for _ in 0..4 {
+            let until = now + Duration::from_secs(3);
+            let out = run_client(&mut c, &mut now, until);
+            keep(&mut c, now);
+            if out.contains(&ClientOutput::Migrate {
+                uri: "u".into(),
+                trigger: MigrateTrigger::MediaTimeout,
+            }) {
+                migrated = true;
+                break;
+            }
+        }
+        assert!(migrated);
+        assert_eq!(c.media_path(), &MediaPath::Byways);
+        // Regression: while reopening, the (still armed) media deadline is not reported, so
+        // the shell is not woken at a past deadline again and again; giving up is next.
+        match c.poll_timeout() {
+            Some((d, Timer::GiveUp)) => assert!(d > now + Duration::from_secs(25)),
+            other => panic!("{other:?}"),
+        }
+        now += Duration::from_secs(20);
+        c.handle_signaling_open(now);
+        assert_eq!(
+            drain_client(&mut c),
+            vec![ClientOutput::OpenMedia(MediaPath::Byways)]
+        );
+    }
+
+    #[test]
+    fn after_datagrams_were_refused_migrations_stay_on_byways() {
+        let t0 = origin();
+        let mut c = up_client(t0);
+        c.handle_datagrams_refused(t0);
+        assert_eq!(drain_client(&mut c), vec![ClientOutput::FallbackToByways]);
+        c.handle_byway_reset(t0 + Duration::from_secs(1));
+        assert!(matches!(
+            drain_client(&mut c).as_slice(),
+            [ClientOutput::Migrate {
+                trigger: MigrateTrigger::BywayReset,
+                ..
+            }]
+        ));
+        assert_eq!(c.media_path(), &MediaPath::Byways);
+        c.handle_signaling_open(t0 + Duration::from_secs(2));
+        assert_eq!(
+            drain_client(&mut c),
+            vec![ClientOutput::OpenMedia(MediaPath::Byways)]
+        );
+        // Without a fallback, a migration goes back to datagrams (control).
+        let mut d = up_client(t0);
+        d.handle_byway_reset(t0);
+        d.handle_signaling_open(t0);
+        assert_eq!(
+            drain_client(&mut d).last(),
+            Some(&ClientOutput::OpenMedia(MediaPath::Datagrams))
         );
     }
 

@@ -149,7 +149,7 @@ impl Truncated {
     }
 
     pub fn is_full(&self) -> bool {
-        self.len == 8
+        self.len >= 8
     }
 }
 
@@ -166,11 +166,13 @@ impl Extender {
         self.last = None;
     }
 
-    /// `None` when a truncated value arrives with no history to extend it from.
-    pub fn extend(&mut self, t: Truncated) -> Option<u64> {
+    /// The value [`Self::extend`] would return for `t`, without recording it: `None` when a
+    /// truncated value arrives with no history to extend it from. Lets the shell authenticate
+    /// a chunk (the AEAD nonce holds the full seq) before [`Self::commit`]ting its seq, so a
+    /// forged chunk cannot move the reference.
+    pub fn peek(&self, t: Truncated) -> Option<u64> {
         // `len` above 8 (only possible through the public fields) also carries everything.
         if t.len >= 8 {
-            self.last = Some(t.value);
             return Some(t.value);
         }
         let last = self.last?;
@@ -178,15 +180,29 @@ impl Extender {
         let span = 1u64 << bits;
         let base = last & !(span - 1);
         let cand = base | t.value;
-        let best = [cand.checked_sub(span), Some(cand), cand.checked_add(span)]
+        [cand.checked_sub(span), Some(cand), cand.checked_add(span)]
             .into_iter()
             .flatten()
             .min_by_key(|c| c.abs_diff(last))
-            .unwrap_or(cand);
-        if best > last {
-            self.last = Some(best);
-        }
-        Some(best)
+            .or(Some(cand))
+    }
+
+    /// Records `value` (the extension of `t`) as seen.
+    pub fn commit(&mut self, t: Truncated, value: u64) {
+        // A full value is authoritative: after a migration or on a new sender instance the
+        // seq may restart anywhere (even lower), and later short values extend from it.
+        // A truncated one only moves the reference forward (reordering).
+        self.last = Some(match self.last {
+            Some(last) if !t.is_full() => last.max(value),
+            _ => value,
+        });
+    }
+
+    /// [`Self::peek`] then [`Self::commit`] of its answer.
+    pub fn extend(&mut self, t: Truncated) -> Option<u64> {
+        let v = self.peek(t)?;
+        self.commit(t, v);
+        Some(v)
     }
 }
 
@@ -877,7 +893,59 @@ mod tests {
         // Regression (tests/properties.rs): a length over 8 overflowed the shift.
         let over = Truncated { value: 9, len: 9 };
         assert_eq!(x.extend(over), Some(9));
+        // A full value is authoritative even when lower (a new sender instance after a
+        // migration starts anywhere): later short values extend from it.
         assert_eq!(x.extend(Truncated::short(10, 2)), Some(10));
+        assert_eq!(x.extend(Truncated::full(0x5_0000)), Some(0x5_0000));
+        assert_eq!(
+            x.extend(Truncated::short(0xfff0, 2)),
+            Some(0x4_fff0),
+            "late short stays near"
+        );
+        assert_eq!(x.extend(Truncated::full(7)), Some(7));
+        assert_eq!(x.extend(Truncated::short(8, 2)), Some(8));
+        x.reset();
+        assert_eq!(x.extend(Truncated::full(9)), Some(9));
+        assert_eq!(x.extend(Truncated::short(10, 2)), Some(10));
+    }
+
+    #[test]
+    fn peek_and_commit_agree_with_extend() {
+        let mut a = Extender::default();
+        let mut b = Extender::default();
+        assert_eq!(b.peek(Truncated::short(5, 2)), None, "no history yet");
+        let inputs = [
+            Truncated::full(0x1_fffe),
+            Truncated::short(0xffff, 2),
+            Truncated::short(0x0001, 2),
+            Truncated::short(0xfffe, 2),
+            Truncated::short(0x0002, 2),
+            Truncated::full(3),
+            Truncated::short(0x05, 1),
+            Truncated { value: 9, len: 9 },
+        ];
+        for t in inputs {
+            let before = b;
+            let peeked = b.peek(t);
+            assert_eq!(b, before, "peek changes nothing");
+            assert_eq!(b.peek(t), peeked, "peek is repeatable");
+            if let Some(v) = peeked {
+                b.commit(t, v);
+            }
+            assert_eq!(a.extend(t), peeked, "{t:?}");
+            assert_eq!(a, b, "{t:?}");
+        }
+        // A peeked value that is never committed (the chunk failed to open) leaves no trace.
+        let mut c = Extender::default();
+        c.commit(Truncated::full(0x1_0000), 0x1_0000);
+        assert_eq!(c.peek(Truncated::short(0xffff, 2)), Some(0xffff));
+        assert_eq!(c.peek(Truncated::short(0x0001, 2)), Some(0x1_0001));
+        c.commit(Truncated::short(0x0fff, 2), 0x0fff);
+        assert_eq!(
+            c.peek(Truncated::short(0x0001, 2)),
+            Some(0x1_0001),
+            "max kept"
+        );
     }
 
     #[test]

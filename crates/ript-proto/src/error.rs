@@ -54,8 +54,9 @@ pub enum Error {
     NumberNotAllowed,
     #[error("no such resource")]
     NotFound,
+    /// `allow`: the resource's allowed methods, for the `Allow` header (e.g. `"GET, POST"`).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("event {event} is not allowed in state {state}")]
@@ -84,6 +85,14 @@ impl Error {
         }
     }
 
+    /// The `Allow` header value a 405 answer carries (RFC 9110 §15.5.6); `None` otherwise.
+    pub fn allow(&self) -> Option<&'static str> {
+        match self {
+            Error::MethodNotAllowed { allow } => Some(allow),
+            _ => None,
+        }
+    }
+
     /// The problem+json document this error answers with (ript-profile §1, §2, §9).
     pub fn problem(&self) -> Problem {
         use Error::*;
@@ -99,7 +108,7 @@ impl Error {
             NotFound | CallEnded => (404, "not-found", "Not found"),
             // ript-profile §2: the draft's own choice, kept for interop.
             UnknownHandler => (500, "unknown-handler", "Unknown handler"),
-            MethodNotAllowed => (405, "method-not-allowed", "Method not allowed"),
+            MethodNotAllowed { .. } => (405, "method-not-allowed", "Method not allowed"),
             Unauthorized => (401, "unauthorized", "Unauthorized"),
             InvalidTransition { .. } => (409, "invalid-state", "Invalid state"),
             Overloaded => (503, "overloaded", "Service unavailable"),
@@ -190,4 +199,20 @@ pub enum PassportError {
     DestinationMismatch,
     #[error("signing key is invalid")]
     Key,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_not_allowed_carries_the_allow_header() {
+        let e = Error::MethodNotAllowed { allow: "GET, POST" };
+        assert_eq!(e.allow(), Some("GET, POST"));
+        let p = e.problem();
+        assert_eq!(p.status, 405);
+        assert_eq!(p.short_type(), "method-not-allowed");
+        assert_eq!(p.detail, "method not allowed");
+        assert_eq!(Error::NotFound.allow(), None);
+    }
 }

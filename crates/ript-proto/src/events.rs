@@ -244,6 +244,12 @@ impl EventDecoder {
 
     /// Feeds bytes; returns the events completed by them. After an error the byway is
     /// unusable (the caller resets it) and every later call returns the same error.
+    ///
+    /// Events completed before a bad byte in the same chunk are not lost: if there are any,
+    /// this call returns `Ok(those events)` and remembers the error, which the next `feed`
+    /// and [`Self::finish`] return. Only a chunk that completes no event before its error
+    /// returns `Err` at once. (So after processing an `Ok`, a caller that must notice the
+    /// failure promptly checks [`Self::error`] or calls `finish`.)
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, StreamError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -253,12 +259,19 @@ impl EventDecoder {
             Ok(()) => Ok(out),
             Err(e) => {
                 self.failed = Some(e.clone());
-                Err(e)
+                if out.is_empty() { Err(e) } else { Ok(out) }
             }
         }
     }
 
-    /// The peer ended its body: fine between objects, an error inside one.
+    /// The error this decoder failed with, if it did (also when `feed` still returned the
+    /// events completed before it).
+    pub fn error(&self) -> Option<&StreamError> {
+        self.failed.as_ref()
+    }
+
+    /// The peer ended its body: fine between objects, an error inside one (or after a
+    /// remembered error, that error).
     pub fn finish(&self) -> Result<(), StreamError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -410,6 +423,38 @@ mod tests {
         let mut d = EventDecoder::new();
         d.feed(b"[{\"direction\":").unwrap();
         assert_eq!(d.finish(), Err(StreamError::Truncated));
+    }
+
+    #[test]
+    fn events_before_a_bad_byte_are_delivered_then_the_error() {
+        let end = br#"{"direction":"s2c","timestamp":"t","call":"c","event":"end"}"#;
+        let mut chunk = b"[".to_vec();
+        chunk.extend_from_slice(end);
+        chunk.extend_from_slice(b",garbage");
+        let mut d = EventDecoder::new();
+        let got = d.feed(&chunk).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].event, EventKind::End);
+        assert_eq!(d.error(), Some(&StreamError::NotAnObject(b'g')));
+        assert_eq!(d.finish(), Err(StreamError::NotAnObject(b'g')));
+        assert_eq!(d.feed(b"]"), Err(StreamError::NotAnObject(b'g')));
+
+        // Two events, then a bad separator: both delivered; the next feed reports it.
+        let mut chunk = b"[".to_vec();
+        chunk.extend_from_slice(end);
+        chunk.push(b',');
+        chunk.extend_from_slice(end);
+        chunk.extend_from_slice(b" x");
+        let mut d = EventDecoder::new();
+        assert_eq!(d.feed(&chunk).unwrap().len(), 2);
+        assert_eq!(d.feed(b""), Err(StreamError::BadSeparator(b'x')));
+        assert_eq!(d.finish(), Err(StreamError::BadSeparator(b'x')));
+
+        // No event completed before the error: `Err` at once, as before.
+        let mut d = EventDecoder::new();
+        assert_eq!(d.feed(b"[x"), Err(StreamError::NotAnObject(b'x')));
+        assert_eq!(d.error(), Some(&StreamError::NotAnObject(b'x')));
+        assert_eq!(EventDecoder::new().error(), None);
     }
 
     #[test]

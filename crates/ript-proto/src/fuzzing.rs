@@ -87,8 +87,10 @@ pub fn chunk_frames(data: &[u8]) -> Outcome {
 /// `event_stream`: the first byte is a split point, the rest an event byway body fed to an
 /// [`EventDecoder`] in two pieces.
 ///
-/// Invariants: the outcome does not depend on where the body is split; decoded events
-/// re-encoded with an [`EventEncoder`] decode to the same events.
+/// Invariants: the events delivered (before any error) and the end state (`finish`, the
+/// remembered error, `is_closed`) do not depend on where the body is split; a decoder that
+/// failed reports it from `finish`; decoded events re-encoded with an [`EventEncoder`] decode
+/// to the same events.
 pub fn event_stream(data: &[u8]) -> Outcome {
     let Some((&first, body)) = data.split_first() else {
         return Ok(());
@@ -96,21 +98,38 @@ pub fn event_stream(data: &[u8]) -> Outcome {
     let (a, b) = body
         .split_at_checked(usize::from(first).min(body.len()))
         .unwrap_or((body, &[]));
-    let mut whole = EventDecoder::new();
-    let one = whole.feed(body);
-    let mut parts = EventDecoder::new();
-    let two = parts.feed(a).and_then(|mut evs| {
-        evs.extend(parts.feed(b)?);
-        Ok(evs)
-    });
-    check(one == two, || {
-        format!("split at {}: {two:?}, in one piece: {one:?}", a.len())
+    // Feeds pieces until one answers `Err` (a failed decoder answers nothing else).
+    let run = |pieces: &[&[u8]]| {
+        let mut dec = EventDecoder::new();
+        let mut events = Vec::new();
+        for piece in pieces {
+            match dec.feed(piece) {
+                Ok(evs) => events.extend(evs),
+                Err(_) => break,
+            }
+        }
+        (events, dec)
+    };
+    let (events, whole) = run(&[body]);
+    let (split_events, parts) = run(&[a, b]);
+    check(events == split_events, || {
+        format!(
+            "split at {}: {split_events:?}, in one piece: {events:?}",
+            a.len()
+        )
     })?;
     check(
-        whole.finish() == parts.finish() && whole.is_closed() == parts.is_closed(),
+        whole.finish() == parts.finish()
+            && whole.error() == parts.error()
+            && whole.is_closed() == parts.is_closed(),
         || format!("split at {} changes the end state", a.len()),
     )?;
-    let Ok(events) = one else { return Ok(()) };
+    check(
+        whole
+            .error()
+            .is_none_or(|e| whole.finish().as_ref() == Err(e)),
+        || format!("{:?} is not reported by finish", whole.error()),
+    )?;
     let mut enc = EventEncoder::default();
     let mut wire = enc.open().to_vec();
     for e in &events {

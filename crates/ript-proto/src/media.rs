@@ -102,11 +102,17 @@ impl Downlink {
         self.pending.retain(|g| *g != id);
     }
 
-    pub fn set_datagrams(&mut self, open: bool) {
+    /// The datagram session opened (`open`) or closed. Opening returns the frames buffered
+    /// during the gap that are at most 5 s old, oldest first, for the shell to send as
+    /// datagrams (ript-profile §6: both sides buffer ≥ 5 s while paths are re-established);
+    /// closing returns nothing (later media goes to GETs or the buffer again).
+    pub fn set_datagrams(&mut self, now: Instant, open: bool) -> Vec<Vec<u8>> {
         self.datagrams = open;
-        if open {
-            self.in_gap = false;
+        if !open {
+            return Vec::new();
         }
+        self.in_gap = false;
+        self.buffer.take(now, usize::MAX)
     }
 
     /// An ack frame to piggyback on the next answer.
@@ -226,9 +232,52 @@ mod tests {
         let t = origin();
         let mut d = Downlink::default();
         d.handle_get(t, 1);
-        d.set_datagrams(true);
+        assert!(d.set_datagrams(t, true).is_empty(), "nothing was buffered");
         assert_eq!(d.handle_media(t, vec![5]), Some(vec![5]));
         assert!(drain(&mut d).is_empty());
         assert_eq!(d.drain_pending(), vec![1]);
+    }
+
+    #[test]
+    fn opening_datagrams_flushes_the_gap_buffer_oldest_first() {
+        let t = origin();
+        let mut d = Downlink::default();
+        // 70 frames over 7 s with no GET pending: a gap, buffered.
+        for i in 0..70u8 {
+            d.handle_media(t + Duration::from_millis(u64::from(i) * 100), vec![i]);
+        }
+        assert_eq!(drain(&mut d), vec![DownlinkOutput::Panic]);
+        // At 7.0 s frames older than 5 s (0..=19) are gone; the rest all go, oldest first
+        // (no 50-frame cap: each becomes its own datagram).
+        let flushed = d.set_datagrams(t + Duration::from_millis(7_000), true);
+        let want: Vec<Vec<u8>> = (20..70u8).map(|i| vec![i]).collect();
+        assert_eq!(flushed, want);
+        assert_eq!(d.buffered(), 0);
+        assert!(drain(&mut d).is_empty());
+        assert_eq!(
+            d.handle_media(t + Duration::from_secs(8), vec![1]),
+            Some(vec![1])
+        );
+        // Closing returns nothing; media buffers again and a new gap panics again.
+        assert!(
+            d.set_datagrams(t + Duration::from_secs(8), false)
+                .is_empty()
+        );
+        assert_eq!(d.handle_media(t + Duration::from_secs(9), vec![2]), None);
+        assert_eq!(drain(&mut d), vec![DownlinkOutput::Panic]);
+        assert_eq!(d.buffered(), 1);
+        assert!(
+            d.set_datagrams(t + Duration::from_secs(9), false)
+                .is_empty()
+        );
+        assert_eq!(
+            d.buffered(),
+            1,
+            "closing keeps the buffer for the next path"
+        );
+        assert_eq!(
+            d.set_datagrams(t + Duration::from_secs(10), true),
+            vec![vec![2]]
+        );
     }
 }

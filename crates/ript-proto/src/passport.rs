@@ -95,7 +95,9 @@ pub fn x5u(jws: &str) -> Result<String, PassportError> {
 }
 
 /// Verifies signature, TNAuthList coverage of `orig.tn`, the chain to one of `anchors`
-/// (DER), validity at `now_secs`, and the 60 s `iat` window. `chain` is DER, leaf first.
+/// (DER; see [`verify_chain`] for the rules), validity at `now_secs`, and the 60 s `iat`
+/// window. `chain` is DER, leaf first. A leaf with a keyUsage extension must allow
+/// digitalSignature.
 pub fn verify(
     jws: &str,
     chain: &[Vec<u8>],
@@ -134,6 +136,11 @@ pub fn verify(
         .map_err(|_| PassportError::Signature)?;
 
     verify_chain(chain, anchors, now_secs)?;
+    match leaf.key_usage() {
+        Ok(None) => {}
+        Ok(Some(ku)) if ku.value.digital_signature() => {}
+        _ => return Err(PassportError::Untrusted),
+    }
     let list = tn_auth_list(&leaf)?.ok_or(PassportError::NotAuthorized)?;
     if !list.covers(&claims.orig.tn) {
         return Err(PassportError::NotAuthorized);
@@ -144,8 +151,29 @@ pub fn verify(
     Ok(claims)
 }
 
-/// Checks each certificate is signed by the next one (or by an anchor) and the last one is
-/// signed by a configured trust anchor; all valid at `now_secs`.
+/// Longest `chain` [`verify_chain`] accepts: the leaf, intermediates and, if included, the
+/// trust anchor.
+pub const MAX_CHAIN: usize = 5;
+
+/// Validates `chain` (DER, leaf first, at most [`MAX_CHAIN`] certificates) up to one of
+/// `anchors` (DER), at `now_secs`:
+///
+/// - every certificate in `chain` is valid at `now_secs`, and so is the anchor that signs
+///   the last one;
+/// - each certificate is issued by the next one, or the last by an anchor: its issuer name
+///   equals the issuer's subject and the issuer's key verifies its signature;
+/// - every certificate used as an issuer (each element after the first, and the anchor) has
+///   basicConstraints `cA` true, keyCertSign if it has a keyUsage extension, and a
+///   pathLenConstraint (if any) no smaller than the number of intermediates below it;
+/// - an issuer other than the anchor that carries a TNAuthList only issues certificates
+///   whose own TNAuthList it covers (each number and whole range inside one of its entries,
+///   an SPC only if it lists the same SPC); a certificate without one is refused.
+///
+/// The chain may end with the anchor itself; a certificate that *is* an anchor (the same
+/// to-be-signed bytes) ends the walk, so a configured anchor used directly as the leaf is
+/// trusted as is. Errors: [`PassportError::Untrusted`] for a broken rule,
+/// [`PassportError::Validity`] for a certificate outside its validity period,
+/// [`PassportError::Certificate`] for one that does not parse (or an empty chain).
 pub fn verify_chain(
     chain: &[Vec<u8>],
     anchors: &[Vec<u8>],
@@ -155,6 +183,9 @@ pub fn verify_chain(
         .ok()
         .and_then(|s| ASN1Time::from_timestamp(s).ok());
     let t = t.ok_or(PassportError::Validity)?;
+    if chain.len() > MAX_CHAIN {
+        return Err(PassportError::Untrusted);
+    }
     fn parse(d: &[u8]) -> Result<X509Certificate<'_>, PassportError> {
         parse_x509_certificate(d)
             .map(|(_, c)| c)
@@ -164,27 +195,28 @@ pub fn verify_chain(
         chain.iter().map(|d| parse(d)).collect::<Result<_, _>>()?;
     let roots: Vec<X509Certificate<'_>> =
         anchors.iter().map(|d| parse(d)).collect::<Result<_, _>>()?;
+    let is_anchor = |c: &X509Certificate<'_>| {
+        roots
+            .iter()
+            .any(|r| r.tbs_certificate.as_ref() == c.tbs_certificate.as_ref())
+    };
     for (i, cert) in certs.iter().enumerate() {
         if !cert.validity().is_valid_at(t) {
             return Err(PassportError::Validity);
         }
-        // A chain may include the anchor itself; stop there.
-        if roots
-            .iter()
-            .any(|r| r.tbs_certificate.as_ref() == cert.tbs_certificate.as_ref())
-        {
+        // A chain may include the anchor itself; stop there (its link to the certificate
+        // below, if any, was checked in the previous round).
+        if is_anchor(cert) {
             return Ok(());
         }
-        if let Some(next) = certs.get(i + 1) {
-            cert.verify_signature(Some(next.public_key()))
-                .map_err(|_| PassportError::Untrusted)?;
+        // The issuer of `cert` has `i` intermediates below it (chain elements 1..=i).
+        if let Some(parent) = certs.get(i + 1) {
+            check_link(cert, parent, i, is_anchor(parent))?;
             continue;
         }
-        let signed_by_anchor = roots.iter().any(|r| {
-            r.validity().is_valid_at(t)
-                && r.subject() == cert.issuer()
-                && cert.verify_signature(Some(r.public_key())).is_ok()
-        });
+        let signed_by_anchor = roots
+            .iter()
+            .any(|r| r.validity().is_valid_at(t) && check_link(cert, r, i, true).is_ok());
         return if signed_by_anchor {
             Ok(())
         } else {
@@ -192,6 +224,46 @@ pub fn verify_chain(
         };
     }
     Err(PassportError::Certificate)
+}
+
+/// One link of a chain: `issuer` issued `child`, and may issue certificates at all (with
+/// `below` intermediates under it); a TNAuthList of an `issuer` that is not an anchor
+/// constrains `child`'s.
+fn check_link(
+    child: &X509Certificate<'_>,
+    issuer: &X509Certificate<'_>,
+    below: usize,
+    issuer_is_anchor: bool,
+) -> Result<(), PassportError> {
+    let untrusted = PassportError::Untrusted;
+    if child.issuer() != issuer.subject() {
+        return Err(untrusted);
+    }
+    match issuer.basic_constraints() {
+        Ok(Some(bc)) if bc.value.ca => {
+            if let Some(max) = bc.value.path_len_constraint
+                && usize::try_from(max).is_ok_and(|max| max < below)
+            {
+                return Err(untrusted);
+            }
+        }
+        _ => return Err(untrusted),
+    }
+    match issuer.key_usage() {
+        Ok(None) => {}
+        Ok(Some(ku)) if ku.value.key_cert_sign() => {}
+        _ => return Err(untrusted),
+    }
+    child
+        .verify_signature(Some(issuer.public_key()))
+        .map_err(|_| PassportError::Untrusted)?;
+    if !issuer_is_anchor && let Some(allowed) = tn_auth_list(issuer)? {
+        let requested = tn_auth_list(child)?.ok_or(PassportError::Untrusted)?;
+        if !allowed.covers_list(&requested) {
+            return Err(untrusted);
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -226,6 +298,35 @@ impl TnAuthList {
                     }
             }
             TnEntry::Spc(_) => false,
+        })
+    }
+
+    /// Whether every entry of `other` is inside this list: a number (`One`) covered by a
+    /// number or range here, a range entirely inside one range (or equal to a one-number
+    /// entry), an SPC only if this list has the same SPC. Numbers are compared as digit
+    /// strings of equal length, like [`Self::covers`].
+    pub fn covers_list(&self, other: &TnAuthList) -> bool {
+        other.0.iter().all(|e| self.covers_entry(e))
+    }
+
+    fn covers_entry(&self, entry: &TnEntry) -> bool {
+        if let TnEntry::Spc(spc) = entry {
+            return self
+                .0
+                .iter()
+                .any(|p| matches!(p, TnEntry::Spc(mine) if mine == spc));
+        }
+        let Some((len, start, count)) = span(entry) else {
+            return false;
+        };
+        self.0.iter().any(|p| {
+            span(p).is_some_and(|(plen, pstart, pcount)| {
+                plen == len
+                    && start
+                        .checked_sub(pstart)
+                        .and_then(|offset| offset.checked_add(count))
+                        .is_some_and(|end| end <= pcount)
+            })
         })
     }
 
@@ -287,6 +388,21 @@ impl TnAuthList {
             list.push(entry);
         }
         (!list.is_empty()).then_some(TnAuthList(list))
+    }
+}
+
+/// A number or range as (digit count, first number, count); `None` for an SPC or a number
+/// that is not 1 to 19 ASCII digits.
+fn span(e: &TnEntry) -> Option<(usize, u64, u64)> {
+    let number = |s: &str| {
+        (!s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match e {
+        TnEntry::One(n) => Some((n.len(), number(n)?, 1)),
+        TnEntry::Range { start, count } => Some((start.len(), number(start)?, *count)),
+        TnEntry::Spc(_) => None,
     }
 }
 
@@ -388,6 +504,41 @@ mod tests {
         }]);
         assert_eq!(TnAuthList::from_der(&huge.to_der()), Some(huge));
         assert_eq!(TnAuthList::from_der(&[]), None);
+    }
+
+    #[test]
+    fn tn_auth_list_coverage_of_lists() {
+        let one = |n: &str| TnEntry::One(n.into());
+        let range = |s: &str, count| TnEntry::Range {
+            start: s.into(),
+            count,
+        };
+        let parent = TnAuthList(vec![
+            range("14085550000", 1000),
+            one("14089529999"),
+            TnEntry::Spc("1234".into()),
+        ]);
+        let covers = |entries: Vec<TnEntry>| parent.covers_list(&TnAuthList(entries));
+        assert!(!covers(vec![one("14085551000")]), "just past the range");
+        assert!(covers(vec![one("14085550999"), one("14089529999")]));
+        assert!(covers(vec![range("14085550000", 1000)]), "the whole range");
+        assert!(covers(vec![range("14085550500", 500)]), "the tail");
+        assert!(!covers(vec![range("14085550500", 501)]), "one past the end");
+        assert!(!covers(vec![range("14085549999", 2)]), "starts before");
+        assert!(covers(vec![range("14089529999", 1)]), "one-number range");
+        assert!(!covers(vec![range("14089529999", 2)]));
+        assert!(!covers(vec![range("1408555000", 10)]), "other digit count");
+        assert!(!covers(vec![range("14085550000", u64::MAX)]), "no overflow");
+        assert!(covers(vec![TnEntry::Spc("1234".into())]));
+        assert!(!covers(vec![TnEntry::Spc("9999".into())]));
+        assert!(!covers(vec![one("+14085550001")]), "digits only");
+        assert!(!covers(vec![one("")]));
+        assert!(
+            !covers(vec![one("14085550001"), one("19005550000")]),
+            "every entry must be covered"
+        );
+        let spc_only = TnAuthList(vec![TnEntry::Spc("1234".into())]);
+        assert!(!spc_only.covers_list(&TnAuthList(vec![one("14085550001")])));
     }
 
     #[test]

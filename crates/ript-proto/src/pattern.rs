@@ -16,8 +16,9 @@ impl Entry {
         match self {
             Entry::Any => true,
             Entry::Exact(n) => n == number,
-            // ript-profile §3: prefixes apply to E.164 only, never to `number@domain`.
-            Entry::Prefix(p) => number.starts_with('+') && number.starts_with(p.as_str()),
+            // ript-profile §3: prefixes apply to E.164 only, never to `number@domain` (nor
+            // to anything else that merely starts with `+digits`, e.g. `+1408@evil.example`).
+            Entry::Prefix(p) => is_e164(number) && number.starts_with(p.as_str()),
         }
     }
 }
@@ -169,6 +170,21 @@ mod tests {
         assert!(!p("+1*").matches("+1000@pbx.example".trim_start_matches('+')));
         assert!(!p("+1*").matches("1000@pbx.example"));
         assert!(p("1000@pbx.example").matches("1000@pbx.example"));
+    }
+
+    #[test]
+    fn prefixes_match_e164_only() {
+        // Regression: `+1408*` matched `+1408@evil.example` (it starts with `+1408`).
+        assert!(!p("+1408*").matches("+1408@evil.example"));
+        assert!(!p("+1408*").matches("+14085551000@evil.example"));
+        assert!(!p("+*").matches("+"), "no digits is not E.164");
+        assert!(!p("+1408*").matches("+1408555100012345"), "16 digits");
+        assert!(!p("+1408*").matches("+1408 555"));
+        assert!(p("+1408*").matches("+1408"));
+        assert!(p("+1408*").matches("+140855510001234"), "15 digits");
+        // An exclusion prefix likewise only removes E.164 numbers.
+        assert!(p("*,!+1408*").matches("+1408@evil.example"));
+        assert!(!p("*,!+1408*").matches("+14085551000"));
     }
 
     #[test]

@@ -208,6 +208,25 @@ proptest! {
     }
 
     #[test]
+    fn extender_peek_then_commit_is_extend(
+        inputs in vec((any::<u64>(), 1u8..=9), 1..20),
+    ) {
+        let mut a = Extender::default();
+        let mut b = Extender::default();
+        for (value, len) in inputs {
+            let t = if len > 8 { Truncated { value, len } } else { Truncated::short(value, len) };
+            let before = b;
+            let peeked = b.peek(t);
+            prop_assert_eq!(b, before);
+            if let Some(v) = peeked {
+                b.commit(t, v);
+            }
+            prop_assert_eq!(a.extend(t), peeked);
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    #[test]
     fn chunk_decoding_never_panics(bytes in vec(any::<u8>(), 0..256), seq in any::<u64>()) {
         let _ = chunk::frames(&bytes).count();
         let _ = chunk::decode_chunk(&bytes);
@@ -520,9 +539,16 @@ impl Entry {
         match self {
             Entry::Any => true,
             Entry::Exact(n) => n == number,
-            Entry::Prefix(p) => number.starts_with('+') && number.starts_with(p.as_str()),
+            Entry::Prefix(p) => e164(number) && number.starts_with(p.as_str()),
         }
     }
+}
+
+/// `+` and 1 to 15 ASCII digits (ript-profile §3), spelled out without the library.
+fn e164(number: &str) -> bool {
+    let mut chars = number.chars();
+    let digits = chars.clone().skip(1).count();
+    chars.next() == Some('+') && (1..=15).contains(&digits) && chars.all(|c| c.is_ascii_digit())
 }
 
 fn pattern_entry() -> impl Strategy<Value = Entry> {
@@ -573,6 +599,9 @@ proptest! {
             if let Entry::Exact(n) | Entry::Prefix(n) = e {
                 numbers.push(n.clone());
                 numbers.push(format!("{n}5"));
+                // Not E.164, yet starting with the prefix: a prefix must not match these.
+                numbers.push(format!("{n}@evil.example"));
+                numbers.push(format!("{n}5@evil.example"));
             }
         }
         for n in &numbers {

@@ -163,10 +163,12 @@ async fn missing_datagram_settings_send_the_client_to_byways() {
     let mut h = harness_with(|o| o.enable_datagrams = false).await;
     let c = h.client();
     let (_d, mut out, mut inc) = h.call(&c).await;
-    next_matching(&mut out.events, is_path(MediaPath::Datagrams)).await;
-    next_matching(&mut out.events, is_path(MediaPath::Byways)).await;
+    // Datagrams never come up: the first media path announced is byways.
+    let first = next_matching(&mut out.events, |e| matches!(e, CallEvent::MediaPath(_))).await;
+    assert_eq!(first, CallEvent::MediaPath(MediaPath::Byways));
     inc.control.state(EventKind::Answered, None).await.unwrap();
     media_both_ways(&mut out, &mut inc, 5).await;
+    assert!(!inc.control.stats().await.unwrap().datagrams);
 }
 
 #[tokio::test]
@@ -279,6 +281,28 @@ async fn no_signaling_byway_ends_the_call_then_byways_404() {
     }
 }
 
+/// Every event read from a raw reverse byway up to and including `want`.
+async fn events_until(
+    s: &mut ript_h3::client::RawStream,
+    dec: &mut EventDecoder,
+    want: EventKind,
+) -> Vec<ript_proto::events::Event> {
+    within(async {
+        let mut seen = vec![];
+        loop {
+            let b = s.recv().await.unwrap().expect("reverse byway ended");
+            for ev in dec.feed(&b).unwrap() {
+                let done = ev.event == want;
+                seen.push(ev);
+                if done {
+                    return seen;
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// Reads events from a raw reverse byway until `want` arrives.
 async fn expect_event(
     s: &mut ript_h3::client::RawStream,
@@ -345,13 +369,30 @@ async fn raw_byways_ping_pong_media_panic_handler_changed_and_end_echo() {
         .await
         .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(ript_proto::chunk::frames(&r.body).count(), 2);
+    let seqs: Vec<u64> = ript_proto::chunk::frames(&r.body)
+        .map(|f| match f.unwrap() {
+            ript_proto::chunk::Chunk::Media(m) => m.seq.value,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs.len(), 2);
+    assert_eq!(seqs[1], seqs[0] + 1, "oldest first");
+    // A second gap panics once more; the handler-changed marker then proves no third one.
+    inc.control.send_media(pcmu(1, 1, 2)).unwrap();
     inc.control
         .handler_changed(hd.uri.clone().unwrap())
         .await
         .unwrap();
-    let hc = expect_event(&mut get, &mut dec, EventKind::HandlerChanged).await;
-    assert_eq!(hc.handler, hd.uri);
+    let seen = events_until(&mut get, &mut dec, EventKind::HandlerChanged).await;
+    let panics = seen
+        .iter()
+        .filter(|e| e.event == EventKind::MediaPanic)
+        .count();
+    assert_eq!(
+        panics, 1,
+        "one media-panic for the second gap, none for the first again"
+    );
+    assert_eq!(seen.last().unwrap().handler, hd.uri);
     inc.control.state(EventKind::Alerting, None).await.unwrap();
     expect_event(&mut get, &mut dec, EventKind::Alerting).await;
     inc.control.state(EventKind::Answered, None).await.unwrap();

@@ -151,6 +151,27 @@ async fn garbage_media_is_400_invalid_chunk_and_the_call_goes_on() {
         CallEvent::Media(m) => assert_eq!((m.source, m.media[0]), (9, 7)),
         _ => unreachable!(),
     }
+    // Its ack rides on the next answer, with the next chunk's.
+    let mut next = vec![];
+    ript_proto::chunk::MediaChunk::new(
+        2,
+        ript_h3::wall_ms(),
+        PayloadType::PCMU,
+        9,
+        9,
+        vec![7; 160],
+    )
+    .encode_frame(&mut next, None);
+    let r = within(put(next)).await.unwrap();
+    assert_eq!(r.status, 200);
+    let mut acked: Vec<u64> = ript_proto::chunk::frames(&r.body)
+        .filter_map(|f| match f {
+            Ok(ript_proto::chunk::Chunk::Ack(a)) if a.source == 9 => Some(a.seq),
+            _ => None,
+        })
+        .collect();
+    acked.sort_unstable();
+    assert_eq!(acked, vec![1, 2]);
     inc.control.state(EventKind::Answered, None).await.unwrap();
     next_matching(&mut out.events, |e| {
         matches!(e, CallEvent::State(EventKind::Answered, _))
@@ -179,8 +200,11 @@ async fn malformed_event_stream_resets_that_byway_only() {
     put.send(b"[{\"direction\":\"c2s\"}, garbage".to_vec())
         .await
         .unwrap();
-    // The server resets the byway: reading its (empty) response body fails or ends.
-    let _ = within(put.body()).await;
+    // The server resets the byway (H3_REQUEST_CANCELLED), it does not just end it.
+    assert!(
+        within(put.body()).await.is_err(),
+        "a malformed byway is reset"
+    );
     // A truncated stream (ends inside an object) is survived too.
     let mut put2 = c
         .open_raw(

@@ -3,5 +3,6 @@
 
 pub mod digest;
 pub mod layer;
+pub mod msg;
 pub mod sdp;
 pub mod txn;

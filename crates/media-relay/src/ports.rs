@@ -14,14 +14,14 @@ pub struct PortRange {
 
 impl PortRange {
     pub fn new(start: u16, end: u16) -> Result<Self, Error> {
-        if start % 2 != 0 || end <= start || start == 0 {
+        if !start.is_multiple_of(2) || end <= start || start == 0 {
             return Err(Error::BadRange { start, end });
         }
         Ok(PortRange { start, end })
     }
 
     fn pairs(&self) -> u32 {
-        (u32::from(self.end) - u32::from(self.start) + 1) / 2
+        (u32::from(self.end) - u32::from(self.start)).div_ceil(2)
     }
 }
 

@@ -16,15 +16,15 @@ pub trait TxnMessage: Clone {
     /// The status code of a response.
     fn status(&self) -> Option<u16>;
     /// Branch of the top Via.
-    fn branch(&self) -> Option<&str>;
+    fn branch(&self) -> Option<String>;
     /// `host:port` of the top Via's sent-by (RFC 3261 §17.2.3 matching).
     fn sent_by(&self) -> Option<String>;
     /// Method of the CSeq header.
-    fn cseq_method(&self) -> Option<&str>;
+    fn cseq_method(&self) -> Option<String>;
     /// The ACK for a non-2xx final response to `self` (an INVITE), RFC 3261 §17.1.1.3.
-    fn ack_for(&self, response: &Self) -> Self;
+    fn ack_for(&self, response: &Self) -> Option<Self>;
     /// The 100 (Trying) answering `self` (an INVITE).
-    fn trying(&self) -> Self;
+    fn trying(&self) -> Option<Self>;
 }
 
 /// Index handle of a transaction inside the layer.
@@ -185,7 +185,7 @@ impl<M: TxnMessage> TxnLayer<M> {
         // RFC 3261 §17.2.3: ACK matches the INVITE it acknowledges.
         let method = if method == "ACK" { "INVITE" } else { method };
         Ok(ServerKey {
-            branch: branch.to_owned(),
+            branch,
             sent_by,
             method: method.to_owned(),
         })
@@ -202,10 +202,7 @@ impl<M: TxnMessage> TxnLayer<M> {
             .method()
             .ok_or(LayerError::Missing("method"))?
             .to_owned();
-        let branch = request
-            .branch()
-            .ok_or(LayerError::Missing("Via branch"))?
-            .to_owned();
+        let branch = request.branch().ok_or(LayerError::Missing("Via branch"))?;
         let id = self.alloc();
         if method == "ACK" {
             // An ACK (of a 2xx) has no transaction: it is just sent (RFC 3261 §17.1.1.3).
@@ -301,7 +298,7 @@ impl<M: TxnMessage> TxnLayer<M> {
         let id = self.alloc();
         let txn = if method == "INVITE" {
             let trying = msg.trying();
-            Txn::Ist(ServerInvite::new(now, msg, Some(trying), rel, self.cfg))
+            Txn::Ist(ServerInvite::new(now, msg, trying, rel, self.cfg))
         } else {
             Txn::Nist(ServerNonInvite::new(now, msg, rel, self.cfg))
         };
@@ -316,8 +313,8 @@ impl<M: TxnMessage> TxnLayer<M> {
         let code = msg.status().ok_or(LayerError::Missing("status"))?;
         let key = match (msg.branch(), msg.cseq_method()) {
             (Some(b), Some(m)) => ClientKey {
-                branch: b.to_owned(),
-                method: m.to_owned(),
+                branch: b,
+                method: m,
             },
             _ => {
                 self.out.push_back(LayerOutput::StrayResponse(msg));
@@ -415,5 +412,47 @@ impl<M: TxnMessage> TxnLayer<M> {
             .values()
             .filter_map(|t| t.poll_timeout().map(|(at, _)| at))
             .min()
+    }
+}
+
+/// The facade's messages in the transaction layer.
+impl TxnMessage for crate::msg::Message {
+    fn method(&self) -> Option<&str> {
+        self.as_request().map(|r| r.method().as_str())
+    }
+
+    fn status(&self) -> Option<u16> {
+        self.as_response().map(crate::msg::Response::status)
+    }
+
+    fn branch(&self) -> Option<String> {
+        self.headers().top_via().ok().and_then(|v| v.branch)
+    }
+
+    fn sent_by(&self) -> Option<String> {
+        self.headers().top_via().ok().map(|v| v.sent_by())
+    }
+
+    fn cseq_method(&self) -> Option<String> {
+        self.headers()
+            .cseq()
+            .ok()
+            .map(|(_, m)| m.as_str().to_owned())
+    }
+
+    fn ack_for(&self, response: &Self) -> Option<Self> {
+        match (self, response) {
+            (crate::msg::Message::Request(req), crate::msg::Message::Response(resp)) => {
+                req.ack_for(resp).ok().map(crate::msg::Message::Request)
+            }
+            _ => None,
+        }
+    }
+
+    fn trying(&self) -> Option<Self> {
+        let req = self.as_request()?;
+        crate::msg::Response::for_request(req, 100, "Trying", "")
+            .ok()
+            .map(crate::msg::Message::Response)
     }
 }

@@ -165,7 +165,7 @@ impl<M: Clone> ClientInvite<M> {
         now: Instant,
         code: u16,
         resp: M,
-        make_ack: impl FnOnce(&M, &M) -> M,
+        make_ack: impl FnOnce(&M, &M) -> Option<M>,
     ) {
         match (self.state, class(code)) {
             (IctState::Calling | IctState::Proceeding, 1) => {
@@ -181,9 +181,11 @@ impl<M: Clone> ClientInvite<M> {
                 self.out.push_back(Output::Deliver(resp));
             }
             (IctState::Calling | IctState::Proceeding, 3..=6) => {
-                let ack = make_ack(&self.request, &resp);
-                self.ack = Some(ack.clone());
-                self.out.push_back(Output::Transmit(ack));
+                // None: the response lacks what an ACK copies; it is still passed up.
+                self.ack = make_ack(&self.request, &resp);
+                if let Some(ack) = &self.ack {
+                    self.out.push_back(Output::Transmit(ack.clone()));
+                }
                 self.out.push_back(Output::Deliver(resp));
                 self.state = IctState::Completed;
                 self.timers.clear();

@@ -47,29 +47,29 @@ impl TxnMessage for M {
     fn status(&self) -> Option<u16> {
         self.status
     }
-    fn branch(&self) -> Option<&str> {
-        self.branch
+    fn branch(&self) -> Option<String> {
+        self.branch.map(str::to_owned)
     }
     fn sent_by(&self) -> Option<String> {
         Some(self.sent_by.to_owned())
     }
-    fn cseq_method(&self) -> Option<&str> {
-        Some(self.cseq)
+    fn cseq_method(&self) -> Option<String> {
+        Some(self.cseq.to_owned())
     }
-    fn ack_for(&self, _response: &Self) -> Self {
-        M {
+    fn ack_for(&self, _response: &Self) -> Option<Self> {
+        Some(M {
             method: Some("ACK"),
             cseq: "ACK",
             ..self.clone()
-        }
+        })
     }
-    fn trying(&self) -> Self {
-        M {
+    fn trying(&self) -> Option<Self> {
+        Some(M {
             method: None,
             status: Some(100),
             cseq: "INVITE",
             ..self.clone()
-        }
+        })
     }
 }
 
@@ -237,4 +237,64 @@ fn messages_without_the_needed_headers_are_refused() {
         Err(LayerError::Missing("Via branch"))
     );
     assert!(l.is_empty());
+}
+
+mod with_the_facade {
+    use super::*;
+    use sip_proto::msg::{self, Message, Response};
+
+    const INVITE: &str = "INVITE sip:bob@127.0.0.1 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-f1;rport\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@127.0.0.1>;tag=a1\r\n\
+        To: <sip:bob@127.0.0.1>\r\n\
+        Call-ID: c1@127.0.0.1\r\n\
+        CSeq: 1 INVITE\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    const ACK: &str = "ACK sip:bob@127.0.0.1 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-f1;rport\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@127.0.0.1>;tag=a1\r\n\
+        To: <sip:bob@127.0.0.1>;tag=b1\r\n\
+        Call-ID: c1@127.0.0.1\r\n\
+        CSeq: 1 ACK\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    fn parse(s: &str) -> Message {
+        msg::parse(s.as_bytes()).unwrap().0
+    }
+
+    #[test]
+    fn real_invite_gets_a_mirrored_100_and_its_486_ack_is_absorbed() {
+        let t0 = Instant::now();
+        let mut l: TxnLayer<Message> = TxnLayer::new(TimerConfig::default());
+        l.handle_message(t0, parse(INVITE), UDP).unwrap();
+        let out = std::iter::from_fn(|| l.poll_output()).collect::<Vec<_>>();
+        let (id, trying) = match &out[..] {
+            [
+                LayerOutput::Request { txn, .. },
+                LayerOutput::Transmit(_, Message::Response(r)),
+            ] => (*txn, r.clone()),
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(trying.status(), 100);
+        let h = trying.headers();
+        assert_eq!(h.call_id().unwrap(), "c1@127.0.0.1");
+        assert_eq!(h.top_via().unwrap().branch.as_deref(), Some("z9hG4bK-f1"));
+        assert_eq!(h.cseq().unwrap().0, 1);
+        assert_eq!(h.to().unwrap().tag, None, "no To tag on a 100");
+        // The TU declines; the ACK with the same branch stays in the transaction.
+        let Message::Request(req) = parse(INVITE) else {
+            panic!()
+        };
+        let busy = Response::for_request(&req, 486, "Busy Here", "b1").unwrap();
+        l.send_response(t0, id, Message::Response(busy)).unwrap();
+        let sent: Vec<_> = std::iter::from_fn(|| l.poll_output()).collect();
+        assert!(
+            matches!(&sent[..], [LayerOutput::Transmit(_, Message::Response(r))] if r.status() == 486)
+        );
+        l.handle_message(t0, parse(ACK), UDP).unwrap();
+        assert!(l.poll_output().is_none());
+    }
 }

@@ -127,7 +127,7 @@ fn rfc3261_17_1_1_provisional_stops_retransmits_but_not_timer_b() {
     let mut ict = ClientInvite::new(t0, Msg::Invite, UDP, cfg());
     let mut log = Log::default();
     drain(&mut ict, t0, t0, &mut log);
-    ict.handle_response(t0 + ms(100), 180, Msg::Resp(180), |_, _| Msg::Ack);
+    ict.handle_response(t0 + ms(100), 180, Msg::Resp(180), |_, _| Some(Msg::Ack));
     let rest = run_alone(&mut ict, t0, Duration::from_secs(60));
     assert_eq!(rest.delivered, vec![(ms(0), Msg::Resp(180))]);
     assert!(
@@ -145,7 +145,7 @@ fn rfc3261_17_1_1_3_non_2xx_is_acked_by_the_transaction_and_timer_d_waits_32s() 
         let _ = run_alone(&mut ict, t0, ms(0));
         ict.handle_response(t0 + ms(200), 486, Msg::Resp(486), |req, resp| {
             assert_eq!((req, resp), (&Msg::Invite, &Msg::Resp(486)));
-            Msg::Ack
+            Some(Msg::Ack)
         });
         let mut log = Log::default();
         drain(&mut ict, t0, t0 + ms(200), &mut log);

@@ -1,7 +1,9 @@
 //! `ript-gateway`: the SIP/RTP ↔ RIPT gateway binary.
 
+mod bench;
 mod probe;
 mod run;
+mod sip;
 mod tone;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +22,9 @@ enum Command {
     Run(run::RunArgs),
     /// RIPT's curl: list TGs, show one, register a handler, place a test call.
     Probe(probe::ProbeArgs),
+    /// Loopback benchmarks: `bench relay` (media relay CPU per packet against a plain
+    /// forwarder, loss, latency).
+    Bench(bench::BenchArgs),
 }
 
 fn init_tracing() {
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
                 }
             },
             Command::Probe(a) => probe::probe(a).await,
+            Command::Bench(a) => bench::bench(a).await,
         }
     })
 }

@@ -23,6 +23,24 @@ pub struct RunArgs {
     /// on an unspecified address such as 0.0.0.0.
     #[arg(long, env = "RIPT_AUTHORITY")]
     authority: Option<String>,
+    /// SIP listeners, e.g. `udp:127.0.0.1:5060,tcp:127.0.0.1:5060`.
+    #[arg(
+        long,
+        env = "RIPT_SIP_LISTEN",
+        default_value = "udp:127.0.0.1:5060,tcp:127.0.0.1:5060"
+    )]
+    sip_listen: String,
+    /// SIP peers admitted by source address (comma-separated IPs or CIDRs).
+    #[arg(long, env = "RIPT_SIP_ALLOW", default_value = "127.0.0.1/32,::1/128")]
+    sip_allow: String,
+    /// SIP peers admitted by digest: `user:password,...` (realm `ript-gateway`).
+    #[arg(
+        long,
+        env = "RIPT_SIP_USERS",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    sip_users: String,
     /// Bearer token customers present (generated and printed on first start when absent).
     #[arg(long, env = "RIPT_TOKEN")]
     token: Option<String>,
@@ -119,6 +137,23 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let mut opts = ServerOptions::new(a.listen, id, vec![tg]);
     opts.authority = a.authority.clone();
+    let admission = sip_admission(&a.sip_allow, &a.sip_users)?;
+    let listen = sip_transport::Listen::parse_list(&a.sip_listen).context("RIPT_SIP_LISTEN")?;
+    let cfg = sip_transport::EndpointConfig {
+        listen,
+        ..Default::default()
+    };
+    let endpoint = sip_transport::Endpoint::bind(cfg)
+        .await
+        .context("starting the SIP listeners")?;
+    for l in endpoint.local() {
+        say(&format!(
+            "sip listening on {}:{}",
+            l.transport.as_str().to_ascii_lowercase(),
+            l.addr
+        ));
+    }
+    tokio::spawn(crate::sip::serve(endpoint, admission));
     let mut server = Server::bind(opts, Arc::new(App { token }))
         .await
         .context("starting the RIPT server")?;
@@ -148,6 +183,27 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn sip_admission(allow: &str, users: &str) -> anyhow::Result<crate::sip::Admission> {
+    let mut a = crate::sip::Admission::default();
+    for c in allow.split(',').filter(|c| !c.trim().is_empty()) {
+        a.allow.push(
+            c.parse()
+                .map_err(|e: String| anyhow::anyhow!("RIPT_SIP_ALLOW: {e}"))?,
+        );
+    }
+    for u in users.split(',').filter(|u| !u.trim().is_empty()) {
+        let (user, pass) = u
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("RIPT_SIP_USERS: expected user:password entries"))?;
+        anyhow::ensure!(
+            !user.is_empty() && !pass.is_empty(),
+            "RIPT_SIP_USERS: empty user or password"
+        );
+        a.users.insert(user.to_owned(), pass.to_owned());
+    }
+    Ok(a)
 }
 
 /// Operator output on stdout; a closed stdout (EPIPE) must not stop the gateway.

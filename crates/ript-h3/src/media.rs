@@ -65,6 +65,8 @@ pub struct MediaStats {
 }
 
 const MAX_INFLIGHT: usize = 4096;
+/// Sent chunks older than this without an ack count as lost.
+const INFLIGHT_AGE: std::time::Duration = std::time::Duration::from_secs(5);
 /// RTT samples kept per call (the first ones; enough for p99 of a probe call).
 const MAX_RTT_SAMPLES: usize = 8192;
 /// Acks waiting for a ride are capped; beyond that the oldest are dropped (acks are advisory).
@@ -142,6 +144,7 @@ impl MediaEndpoint {
         let seal = self.key.as_ref().map(|k| (k, self.out_dir, seq));
         chunk.encode_frame(&mut frame, seal);
         self.stats.sent += 1;
+        self.expire_inflight(now);
         if self.inflight.len() >= MAX_INFLIGHT {
             self.inflight.pop_front();
         }
@@ -161,9 +164,22 @@ impl MediaEndpoint {
         !self.inflight.is_empty()
     }
 
+    /// Forgets sent chunks unacknowledged for longer than the media buffer age: they are lost.
+    /// (Acks may arrive out of order, e.g. over parallel PUTs, so only age decides.)
+    fn expire_inflight(&mut self, now: Instant) {
+        while self
+            .inflight
+            .front()
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) > INFLIGHT_AGE)
+        {
+            self.inflight.pop_front();
+        }
+    }
+
     /// Processes a body or datagram. Returns media received, the number of acks received and
     /// whether any chunk was invalid; acks for the media are queued for `take_acks`.
     pub(crate) fn receive(&mut self, now: Instant, wall_ms: u64, buf: &[u8]) -> Received {
+        self.expire_inflight(now);
         let mut out = Received::default();
         for raw in chunk::raw_frames_checked(buf) {
             let raw = match raw {
@@ -255,18 +271,14 @@ impl MediaEndpoint {
             st.on_ack(a.seq);
         }
         let key = (a.source, a.sink, a.seq);
-        if let Some(pos) = self.inflight.iter().position(|(k, _)| *k == key) {
-            if let Some((_, sent_at)) = self.inflight.remove(pos) {
-                self.stats.acked += 1;
-                if self.rtts_us.len() < MAX_RTT_SAMPLES {
-                    let us = now.saturating_duration_since(sent_at).as_micros();
-                    self.rtts_us.push(u32::try_from(us).unwrap_or(u32::MAX));
-                }
+        if let Some(pos) = self.inflight.iter().position(|(k, _)| *k == key)
+            && let Some((_, sent_at)) = self.inflight.remove(pos)
+        {
+            self.stats.acked += 1;
+            if self.rtts_us.len() < MAX_RTT_SAMPLES {
+                let us = now.saturating_duration_since(sent_at).as_micros();
+                self.rtts_us.push(u32::try_from(us).unwrap_or(u32::MAX));
             }
-            // Older chunks of the same stream that were never acked are lost (acks are
-            // sent in order per stream on one path).
-            self.inflight
-                .retain(|((s, k, q), _)| !(*s == a.source && *k == a.sink && *q < a.seq));
         }
     }
 
@@ -388,5 +400,46 @@ mod tests {
                 .all(|x| x.peek(ript_proto::chunk::Truncated::short(1, 2)).is_none())
         );
         assert_eq!(right.receive(t, 0, &f).media.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod reorder_tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn acks_arriving_out_of_order_are_all_credited() {
+        let t = origin();
+        let mut tx = MediaEndpoint::new(MediaDirection::C2s, None);
+        let mut rx = MediaEndpoint::new(MediaDirection::S2c, None);
+        let m = |n: u8| OutgoingMedia {
+            source: 1,
+            sink: 1,
+            payload_type: PayloadType::PCMU,
+            timestamp_ms: 1_000 + u64::from(n) * 20,
+            media: vec![n; 160],
+            marker: false,
+            audio_level: None,
+        };
+        let frames: Vec<Vec<u8>> = (0..3).map(|n| tx.encode(t, m(n))).collect();
+        // Each chunk is acked separately (as parallel PUTs answer), delivered 3, 1, 2.
+        let acks: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| {
+                rx.receive(t, 0, f);
+                rx.take_acks()
+            })
+            .collect();
+        for i in [2, 0, 1] {
+            tx.receive(t, 0, &acks[i]);
+        }
+        let s = tx.stats(false);
+        assert_eq!((s.sent, s.acked), (3, 3));
+        assert!(!tx.outstanding());
     }
 }

@@ -10,15 +10,18 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 mod interop;
+mod sip;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ript-gateway");
 /// The bearer token `start()` gives the gateway.
 const TOKEN: &str = "integration-test-token-0123456789";
 
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    url: String,
-    dir: std::path::PathBuf,
+    pub(crate) url: String,
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) sip_udp: std::net::SocketAddr,
+    pub(crate) sip_tcp: std::net::SocketAddr,
 }
 
 impl Drop for Running {
@@ -29,8 +32,12 @@ impl Drop for Running {
     }
 }
 
-/// Starts `ript-gateway run` on an ephemeral loopback port and waits for its address line.
+/// Starts `ript-gateway run` on ephemeral loopback ports and waits for its address lines.
 fn start() -> Running {
+    start_with(&[])
+}
+
+pub(crate) fn start_with(envs: &[(&str, &str)]) -> Running {
     let dir = std::env::temp_dir().join(format!(
         "ript-gw-it-{}",
         std::process::id() as u64 * 1000 + rand_suffix()
@@ -41,17 +48,26 @@ fn start() -> Running {
         .arg(&dir)
         .env("RIPT_TOKEN", TOKEN)
         .env("RIPT_LOG", "warn")
+        .env("RIPT_SIP_LISTEN", "udp:127.0.0.1:0,tcp:127.0.0.1:0")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    let (mut sip_udp, mut sip_tcp) = (None, None);
     let url = loop {
         let line = lines
             .next()
             .expect("gateway exited before listening")
             .unwrap();
+        if let Some(a) = line.strip_prefix("sip listening on udp:") {
+            sip_udp = a.parse().ok();
+        }
+        if let Some(a) = line.strip_prefix("sip listening on tcp:") {
+            sip_tcp = a.parse().ok();
+        }
         if let Some(rest) = line.strip_prefix("ript listening on ") {
             break rest.trim_end_matches(ript_proto::ROOT_PATH).to_owned();
         }
@@ -59,7 +75,13 @@ fn start() -> Running {
     // Keep the pipe open and drained: the gateway prints more lines after this one, and
     // writing to a closed pipe makes its `println!` panic (EPIPE), killing the server.
     std::thread::spawn(move || lines.for_each(drop));
-    Running { child, url, dir }
+    Running {
+        child,
+        url,
+        dir,
+        sip_udp: sip_udp.expect("no sip udp listener line"),
+        sip_tcp: sip_tcp.expect("no sip tcp listener line"),
+    }
 }
 
 fn rand_suffix() -> u64 {

@@ -1,0 +1,842 @@
+//! `ript-gateway bench relay`: what the media relay costs per RTP packet, measured on
+//! loopback inside one process against a plain UDP forwarder carrying the same load.
+//!
+//! Per stream (a call): two "UA" sockets and, in between, one `media_relay::Bridge` on two
+//! port pairs from a `PortAllocator` (or, for the baseline, two plain `recv_from → send_to`
+//! tasks on the same kind of ports). Flow `k` is sent from UA socket `k` and received on UA
+//! socket `k ^ 1`. Four threads, so the figures can be told apart:
+//!
+//! - the forwarder (Bridges or plain): a `current_thread` tokio runtime on its own OS thread;
+//!   its CPU time is read with `CLOCK_THREAD_CPUTIME_ID` from inside that thread, after setup
+//!   and after the load has drained;
+//! - the sender: a plain thread pacing every flow at `--pps` with correct RTP sequence numbers
+//!   and timestamps, the flows' phases spread evenly over the packet interval, each packet
+//!   carrying its send time (ns since a shared monotonic origin) in its payload;
+//! - the sink: a `current_thread` runtime counting packets, sequence gaps and one-way latency
+//!   per flow;
+//! - the caller's runtime, which only coordinates.
+//!
+//! Only 127.0.0.1 is used; the load is bounded by `--streams`, `--pps` and `--seconds`.
+
+use anyhow::{Context, anyhow};
+use media_relay::{Bridge, Latch, LegConfig, PortAllocator, PortRange, RtpPair};
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// The forwarders' RTP/RTCP port range.
+const PORTS: (u16, u16) = (40000, 59999);
+const HEADER: usize = 12;
+/// G.711 at 20 ms: 160 bytes of payload.
+const PAYLOAD: usize = 160;
+const PACKET: usize = HEADER + PAYLOAD;
+const CLOCK_RATE: u32 = 8000;
+/// How long packets in flight get after the sender stops.
+const DRAIN: Duration = Duration::from_millis(200);
+/// When the sender starts after being spawned (every flow starts on its own phase).
+const LEAD: Duration = Duration::from_millis(20);
+/// Descriptors per stream: 2 UA sockets + their clones for the sender + 2 RTP/RTCP pairs.
+const FDS_PER_STREAM: u64 = 8;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// RTP through media-relay Bridges and through a plain UDP forwarder: CPU per packet,
+    /// packets/s, loss, one-way latency.
+    Relay(RelayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RelayArgs {
+    /// Bidirectional streams (calls), two RTP flows each.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    streams: u32,
+    /// Seconds of load per forwarder.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    seconds: u64,
+    /// Packets per second per flow (50 = G.711 in 20 ms packets; packets stay 172 bytes).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pps: u32,
+    /// Run only the baseline: a plain recv_from → send_to forwarder (default: both).
+    #[arg(long, conflicts_with = "no_plain")]
+    plain: bool,
+    /// Run only the media relay, without the baseline.
+    #[arg(long)]
+    no_plain: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Relay,
+    Plain,
+}
+
+impl Kind {
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Relay => "relay: media-relay Bridge (latching, RTP validation, RFC 3550 stats)",
+            Kind::Plain => "plain: recv_from -> send_to forwarder (baseline)",
+        }
+    }
+}
+
+pub async fn bench(a: BenchArgs) -> ExitCode {
+    let What::Relay(args) = a.what;
+    match relay(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn relay(a: RelayArgs) -> anyhow::Result<()> {
+    raise_fd_limit(u64::from(a.streams) * FDS_PER_STREAM + 64)?;
+    let kinds: &[Kind] = match (a.plain, a.no_plain) {
+        (true, _) => &[Kind::Plain],
+        (false, true) => &[Kind::Relay],
+        (false, false) => &[Kind::Relay, Kind::Plain],
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    println!(
+        "bench relay: {} streams = {} RTP flows x {} pkt/s ({PACKET}-byte RTP, {PAYLOAD}-byte payload), {} s per forwarder, 127.0.0.1",
+        a.streams,
+        a.streams * 2,
+        a.pps,
+        a.seconds
+    );
+    println!(
+        "cpus: {}, loadavg at start: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "?".to_owned())
+    );
+    let origin = Instant::now();
+    let mut done = Vec::new();
+    for &kind in kinds {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let r = phase(kind, &a, origin, &stop).await?;
+        r.print();
+        done.push(r);
+    }
+    on_signal.abort();
+    if let [relay, plain] = done.as_slice() {
+        let (r, p) = (relay.cpu_us_per_packet(), plain.cpu_us_per_packet());
+        if p > 0.0 {
+            println!("ratio relay/plain cpu us/packet: {:.2}", r / p);
+        }
+    }
+    if stop.load(Ordering::Relaxed) {
+        println!("(interrupted: the figures cover the load sent until then)");
+    }
+    Ok(())
+}
+
+/// Raises the soft RLIMIT_NOFILE towards the hard one when `need` descriptors do not fit.
+fn raise_fd_limit(need: u64) -> anyhow::Result<()> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current.is_none_or(|c| c >= need) {
+        return Ok(());
+    }
+    let got = lim.maximum.map_or(need, |m| m.min(need));
+    lim.current = Some(got);
+    setrlimit(Resource::Nofile, lim).context("raising RLIMIT_NOFILE")?;
+    anyhow::ensure!(
+        got >= need,
+        "need {need} file descriptors, the hard limit allows {got}: use fewer --streams or raise `ulimit -Hn`"
+    );
+    Ok(())
+}
+
+/// One forwarder's measurement.
+#[derive(Debug)]
+struct Phase {
+    kind: Kind,
+    send: SendReport,
+    fwd: FwdReport,
+    sink: SinkReport,
+}
+
+impl Phase {
+    fn cpu_us_per_packet(&self) -> f64 {
+        if self.fwd.forwarded == 0 {
+            return 0.0;
+        }
+        self.fwd.cpu.as_secs_f64() * 1e6 / self.fwd.forwarded as f64
+    }
+
+    fn print(&self) {
+        let wall = self.send.wall.as_secs_f64().max(1e-9);
+        let sent: u64 = self.send.sent.iter().sum();
+        let received: u64 = self.sink.received.iter().sum();
+        let lost = sent.saturating_sub(received);
+        let streams_with_loss = self
+            .send
+            .sent
+            .iter()
+            .zip(&self.sink.received)
+            .filter(|(s, r)| r < s)
+            .count();
+        let pct = |d: Duration| d.as_secs_f64() * 100.0 / wall;
+        let us = |ns: u64| ns as f64 / 1000.0;
+        println!("== {} ==", self.kind.title());
+        println!("sent packets: {sent}");
+        println!("offered pkt/s: {:.1}", sent as f64 / wall);
+        println!("relayed packets: {}", self.fwd.forwarded);
+        println!("relayed pkt/s: {:.1}", self.fwd.forwarded as f64 / wall);
+        println!("received packets: {received}");
+        println!(
+            "loss %: {:.3} ({lost} packets, {} seq gaps, {streams_with_loss} flows with loss)",
+            if sent == 0 {
+                0.0
+            } else {
+                lost as f64 * 100.0 / sent as f64
+            },
+            self.sink.gaps
+        );
+        println!(
+            "latency p50 us: {:.1}",
+            us(self.sink.latency.quantile(0.50))
+        );
+        println!(
+            "latency p99 us: {:.1}",
+            us(self.sink.latency.quantile(0.99))
+        );
+        println!("latency max us: {:.1}", us(self.sink.latency.max));
+        println!("cpu us/packet: {:.2}", self.cpu_us_per_packet());
+        println!("cpu % of one core: {:.1}", pct(self.fwd.cpu));
+        println!(
+            "load generator cpu % of one core: sender {:.1}, sink {:.1}",
+            pct(self.send.cpu),
+            pct(self.sink.cpu)
+        );
+        let mut notes = Vec::new();
+        if self.send.errors > 0 {
+            notes.push(format!("{} send errors", self.send.errors));
+        }
+        if self.fwd.refused > 0 {
+            notes.push(format!("{} packets refused by the relay", self.fwd.refused));
+        }
+        if self.fwd.silent > 0 {
+            notes.push(format!("{} bridges gave no stats", self.fwd.silent));
+        }
+        if self.sink.foreign > 0 {
+            notes.push(format!("{} packets of another flow", self.sink.foreign));
+        }
+        if !notes.is_empty() {
+            println!("anomalies: {}", notes.join(", "));
+        }
+    }
+}
+
+/// A UA socket on an ephemeral loopback port.
+fn ua_socket() -> std::io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind((LO, 0))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .with_context(|| format!("spawning {name}"))
+}
+
+async fn join<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(move || h.join())
+        .await
+        .context("joining a bench thread")?
+        .map_err(|_| anyhow!("a bench thread panicked"))
+}
+
+/// Runs the load through one forwarder and collects the figures. Every early return drops
+/// the stop channels, which ends the threads already started.
+async fn phase(
+    kind: Kind,
+    a: &RelayArgs,
+    origin: Instant,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Phase> {
+    let flows = a.streams as usize * 2;
+    let ua = (0..flows)
+        .map(|_| ua_socket())
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("binding the UA sockets")?;
+    let addrs = ua
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
+
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (fwd_stop, fwd_stop_rx) = oneshot::channel();
+    let timeout = Duration::from_secs(a.seconds + 3600);
+    let fwd = spawn("bench-forwarder", move || {
+        forwarder(kind, &addrs, timeout, ready_tx, fwd_stop_rx)
+    })?;
+    let Ok(ports) = ready_rx.await else {
+        return Err(join(fwd)
+            .await?
+            .err()
+            .unwrap_or_else(|| anyhow!("the forwarder ended early")));
+    };
+
+    let targets = ua
+        .iter()
+        .zip(&ports)
+        .map(|(s, &p)| Ok((s.try_clone()?, SocketAddr::new(LO, p))))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let (sink_ready_tx, sink_ready_rx) = oneshot::channel();
+    let (sink_stop, sink_stop_rx) = oneshot::channel();
+    let sink = spawn("bench-sink", move || {
+        sink(ua, origin, sink_ready_tx, sink_stop_rx)
+    })?;
+    if sink_ready_rx.await.is_err() {
+        return Err(join(sink)
+            .await?
+            .err()
+            .unwrap_or_else(|| anyhow!("the sink ended early")));
+    }
+
+    let pace = Pace {
+        pps: a.pps,
+        seconds: a.seconds,
+        go: Instant::now() + LEAD,
+    };
+    let stop = stop.clone();
+    let send = join(spawn("bench-sender", move || {
+        sender(targets, pace, origin, &stop)
+    })?)
+    .await?;
+    tokio::time::sleep(DRAIN).await;
+    let _ = fwd_stop.send(());
+    let fwd = join(fwd).await??;
+    let _ = sink_stop.send(());
+    let sink = join(sink).await??;
+    Ok(Phase {
+        kind,
+        send,
+        fwd,
+        sink,
+    })
+}
+
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+// ---- the forwarder thread ----
+
+#[derive(Debug, Default)]
+struct FwdReport {
+    /// The forwarder thread's CPU time from after setup to after the drain.
+    cpu: Duration,
+    /// RTP packets the forwarder received and sent on.
+    forwarded: u64,
+    /// Packets the relay refused (should be 0 here).
+    refused: u64,
+    /// Bridges that did not answer for their stats (ended early).
+    silent: usize,
+}
+
+enum Running {
+    Relay(Vec<Bridge>),
+    Plain {
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        count: Arc<AtomicU64>,
+    },
+}
+
+/// The forwarder's own thread and runtime: sets up, reports the port each UA sends to,
+/// measures its thread's CPU time until `stop`.
+fn forwarder(
+    kind: Kind,
+    uas: &[SocketAddr],
+    timeout: Duration,
+    ready: oneshot::Sender<Vec<u16>>,
+    stop: oneshot::Receiver<()>,
+) -> anyhow::Result<FwdReport> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the forwarder runtime")?;
+    rt.block_on(async move {
+        let (ports, running) = start_forwarder(kind, uas, timeout)?;
+        let t0 = thread_cpu();
+        if ready.send(ports).is_err() {
+            return Ok(FwdReport::default());
+        }
+        let _ = stop.await;
+        let cpu = thread_cpu().saturating_sub(t0);
+        let mut report = FwdReport {
+            cpu,
+            ..FwdReport::default()
+        };
+        match running {
+            Running::Relay(bridges) => {
+                for b in &bridges {
+                    match b.stats().await {
+                        Some(s) => {
+                            report.forwarded += s.a.packets + s.b.packets;
+                            report.refused += s.a.dropped + s.b.dropped;
+                        }
+                        None => report.silent += 1,
+                    }
+                }
+            }
+            Running::Plain { tasks, count } => {
+                for t in &tasks {
+                    t.abort();
+                }
+                report.forwarded = count.load(Ordering::Relaxed);
+            }
+        }
+        Ok(report)
+    })
+}
+
+fn start_forwarder(
+    kind: Kind,
+    uas: &[SocketAddr],
+    timeout: Duration,
+) -> anyhow::Result<(Vec<u16>, Running)> {
+    let alloc = PortAllocator::new(LO, PortRange::new(PORTS.0, PORTS.1)?);
+    let mut ports = Vec::with_capacity(uas.len());
+    let mut bridges = Vec::new();
+    let mut tasks = Vec::new();
+    let count = Arc::new(AtomicU64::new(0));
+    let leg = |ua: SocketAddr| LegConfig {
+        remote: Some(ua),
+        latch: Latch::FirstSource,
+        clock_rate: CLOCK_RATE,
+    };
+    for pair in uas.chunks_exact(2) {
+        let &[ua_a, ua_b] = pair else { continue };
+        let a = alloc.allocate().context("allocating relay ports")?;
+        let b = alloc.allocate().context("allocating relay ports")?;
+        ports.extend([a.port, b.port]);
+        match kind {
+            Kind::Relay => bridges.push(Bridge::start(a, leg(ua_a), b, leg(ua_b), timeout)),
+            Kind::Plain => {
+                let (a, b) = (Arc::new(a), Arc::new(b));
+                tasks.push(tokio::spawn(plain(
+                    a.clone(),
+                    b.clone(),
+                    ua_b,
+                    count.clone(),
+                )));
+                tasks.push(tokio::spawn(plain(b, a, ua_a, count.clone())));
+            }
+        }
+    }
+    let running = match kind {
+        Kind::Relay => Running::Relay(bridges),
+        Kind::Plain => Running::Plain { tasks, count },
+    };
+    Ok((ports, running))
+}
+
+/// The baseline: every datagram from `from`'s RTP port goes out of `to`'s to `dst`, with no
+/// validation, latching or statistics (one counter, for the measurement).
+async fn plain(from: Arc<RtpPair>, to: Arc<RtpPair>, dst: SocketAddr, count: Arc<AtomicU64>) {
+    let mut buf = [0u8; 2048];
+    loop {
+        match from.rtp.recv_from(&mut buf).await {
+            Ok((n, _)) => {
+                let _ = to.rtp.try_send_to(buf.get(..n).unwrap_or_default(), dst);
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(_) => return,
+        }
+    }
+}
+
+// ---- the sender thread ----
+
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    pps: u32,
+    seconds: u64,
+    go: Instant,
+}
+
+#[derive(Debug)]
+struct SendReport {
+    /// Packets sent per flow.
+    sent: Vec<u64>,
+    errors: u64,
+    /// From the first scheduled send to the end of sending.
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn ssrc(flow: usize) -> u32 {
+    0x5254_0000 ^ (flow as u32)
+}
+
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    if let Some(d) = buf.get_mut(at..at + bytes.len()) {
+        d.copy_from_slice(bytes);
+    }
+}
+
+/// Sends every flow at `pps` for `seconds`: packet `r` of flow `k` (of `n`) is due at
+/// `go + r/pps + k/(n·pps)`, so sends are spread evenly over the packet interval. A late
+/// sender catches up; nothing due at or after the end is sent.
+fn sender(
+    targets: Vec<(std::net::UdpSocket, SocketAddr)>,
+    pace: Pace,
+    origin: Instant,
+    stop: &AtomicBool,
+) -> SendReport {
+    let n = targets.len().max(1) as u64;
+    let interval_ns = 1_000_000_000 / u64::from(pace.pps);
+    let ts_step = CLOCK_RATE / pace.pps.max(1);
+    let end = pace.go + Duration::from_secs(pace.seconds);
+    let mut sent = vec![0u64; targets.len()];
+    let mut errors = 0;
+    let mut buf = [0xffu8; PACKET];
+    let cpu0 = thread_cpu();
+    let mut slot: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let (round, k) = (slot / n, slot % n);
+        let due = pace.go + Duration::from_nanos(round * interval_ns + k * interval_ns / n);
+        if due >= end {
+            break;
+        }
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+            continue;
+        }
+        slot += 1;
+        let flow = k as usize;
+        let (Some((sock, dst)), Some(count)) = (targets.get(flow), sent.get_mut(flow)) else {
+            continue;
+        };
+        let seq = (flow as u16).wrapping_mul(1000).wrapping_add(round as u16);
+        let ts = (flow as u32)
+            .wrapping_mul(100_000)
+            .wrapping_add((round as u32).wrapping_mul(ts_step));
+        let marker = if round == 0 { 0x80 } else { 0 };
+        put(&mut buf, 0, &[0x80, marker]); // V=2, PT 0 (PCMU)
+        put(&mut buf, 2, &seq.to_be_bytes());
+        put(&mut buf, 4, &ts.to_be_bytes());
+        put(&mut buf, 8, &ssrc(flow).to_be_bytes());
+        let t = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        put(&mut buf, HEADER, &t.to_be_bytes());
+        match sock.send_to(&buf, dst) {
+            Ok(_) => *count += 1,
+            Err(_) => errors += 1,
+        }
+    }
+    SendReport {
+        sent,
+        errors,
+        wall: Instant::now().saturating_duration_since(pace.go),
+        cpu: thread_cpu().saturating_sub(cpu0),
+    }
+}
+
+// ---- the sink thread ----
+
+#[derive(Debug)]
+struct SinkReport {
+    /// Packets received per flow.
+    received: Vec<u64>,
+    /// Sequence numbers skipped (packets missing between received ones).
+    gaps: u64,
+    /// Packets whose SSRC is not the flow expected on that socket.
+    foreign: u64,
+    latency: Hist,
+    cpu: Duration,
+}
+
+#[derive(Debug)]
+struct SinkState {
+    received: Vec<u64>,
+    last_seq: Vec<Option<u16>>,
+    gaps: u64,
+    foreign: u64,
+    latency: Hist,
+}
+
+fn be_u16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn be_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+impl SinkState {
+    fn packet(&mut self, flow: usize, pkt: &[u8], now_ns: u64) {
+        let (Some(seq), Some(src), Some(sent_ns)) =
+            (be_u16(pkt, 2), be_u32(pkt, 8), be_u64(pkt, HEADER))
+        else {
+            self.foreign += 1;
+            return;
+        };
+        let (Some(count), Some(last)) = (self.received.get_mut(flow), self.last_seq.get_mut(flow))
+        else {
+            return;
+        };
+        if src != ssrc(flow) {
+            self.foreign += 1;
+            return;
+        }
+        *count += 1;
+        match *last {
+            None => *last = Some(seq),
+            Some(l) => {
+                let d = seq.wrapping_sub(l);
+                if (1..0x8000).contains(&d) {
+                    self.gaps += u64::from(d - 1);
+                    *last = Some(seq);
+                }
+            }
+        }
+        self.latency.record(now_ns.saturating_sub(sent_ns));
+    }
+}
+
+async fn sink_one(
+    sock: tokio::net::UdpSocket,
+    flow: usize,
+    state: Rc<RefCell<SinkState>>,
+    origin: Instant,
+) {
+    let mut buf = [0u8; 2048];
+    loop {
+        match sock.recv(&mut buf).await {
+            Ok(n) => {
+                let now = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                state
+                    .borrow_mut()
+                    .packet(flow, buf.get(..n).unwrap_or_default(), now);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The sink's own thread and runtime: UA socket `j` receives flow `j ^ 1`.
+fn sink(
+    ua: Vec<std::net::UdpSocket>,
+    origin: Instant,
+    ready: oneshot::Sender<()>,
+    stop: oneshot::Receiver<()>,
+) -> anyhow::Result<SinkReport> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the sink runtime")?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let flows = ua.len();
+        let state = Rc::new(RefCell::new(SinkState {
+            received: vec![0; flows],
+            last_seq: vec![None; flows],
+            gaps: 0,
+            foreign: 0,
+            latency: Hist::new(),
+        }));
+        let mut tasks = Vec::with_capacity(flows);
+        for (j, s) in ua.into_iter().enumerate() {
+            let sock = tokio::net::UdpSocket::from_std(s)?;
+            tasks.push(tokio::task::spawn_local(sink_one(
+                sock,
+                j ^ 1,
+                state.clone(),
+                origin,
+            )));
+        }
+        let t0 = thread_cpu();
+        if ready.send(()).is_err() {
+            return Err(anyhow!("the bench gave up"));
+        }
+        let _ = stop.await;
+        let cpu = thread_cpu().saturating_sub(t0);
+        for t in &tasks {
+            t.abort();
+        }
+        drop(tasks);
+        let s = state.replace(SinkState {
+            received: Vec::new(),
+            last_seq: Vec::new(),
+            gaps: 0,
+            foreign: 0,
+            latency: Hist::new(),
+        });
+        Ok(SinkReport {
+            received: s.received,
+            gaps: s.gaps,
+            foreign: s.foreign,
+            latency: s.latency,
+            cpu,
+        })
+    })
+}
+
+// ---- latency histogram ----
+
+/// Log-linear histogram of nanoseconds: exact below 1024, then 512 buckets per power of
+/// two (within 0.2 %).
+#[derive(Debug)]
+struct Hist {
+    buckets: Vec<u64>,
+    count: u64,
+    max: u64,
+}
+
+const LINEAR: u64 = 1024;
+const SUB_BITS: u32 = 9;
+const SUB: u64 = 1 << SUB_BITS;
+
+impl Hist {
+    fn new() -> Self {
+        Hist {
+            buckets: vec![0; Self::index(u64::MAX) + 1],
+            count: 0,
+            max: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < LINEAR {
+            return v as usize;
+        }
+        let e = u64::from(63 - v.leading_zeros()); // >= 10
+        let sub = (v >> (e - u64::from(SUB_BITS))) - SUB;
+        (LINEAR + (e - 10) * SUB + sub) as usize
+    }
+
+    /// The smallest value of bucket `i`.
+    fn lower(i: usize) -> u64 {
+        let i = i as u64;
+        if i < LINEAR {
+            return i;
+        }
+        let (e, sub) = ((i - LINEAR) / SUB + 10, (i - LINEAR) % SUB);
+        (SUB + sub) << (e - u64::from(SUB_BITS))
+    }
+
+    fn record(&mut self, v: u64) {
+        if let Some(b) = self.buckets.get_mut(Self::index(v)) {
+            *b += 1;
+        }
+        self.count += 1;
+        self.max = self.max.max(v);
+    }
+
+    /// The value at quantile `q` (0 when empty).
+    fn quantile(&self, q: f64) -> u64 {
+        let rank = ((q * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &b) in self.buckets.iter().enumerate() {
+            seen += b;
+            if seen >= rank {
+                return Self::lower(i).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_contiguous_and_tight() {
+        for v in [
+            0,
+            1,
+            1023,
+            1024,
+            1025,
+            2047,
+            2048,
+            123_456,
+            1 << 40,
+            u64::MAX,
+        ] {
+            let i = Hist::index(v);
+            assert!(Hist::lower(i) <= v, "{v}");
+            if v < u64::MAX {
+                assert!(Hist::lower(i + 1) > v, "{v}");
+            }
+            assert!((v - Hist::lower(i)) as f64 <= v as f64 * 0.002, "{v}");
+        }
+        let mut h = Hist::new();
+        for v in 1..=1000u64 {
+            h.record(v * 1000);
+        }
+        let p50 = h.quantile(0.5);
+        assert!((499_000..=500_000).contains(&p50), "{p50}");
+        assert_eq!(h.max, 1_000_000);
+    }
+
+    #[test]
+    fn sink_counts_gaps_and_foreign_packets() {
+        let mut s = SinkState {
+            received: vec![0; 2],
+            last_seq: vec![None; 2],
+            gaps: 0,
+            foreign: 0,
+            latency: Hist::new(),
+        };
+        let pkt = |flow: usize, seq: u16| {
+            let mut b = [0u8; PACKET];
+            put(&mut b, 2, &seq.to_be_bytes());
+            put(&mut b, 8, &ssrc(flow).to_be_bytes());
+            put(&mut b, HEADER, &5u64.to_be_bytes());
+            b
+        };
+        for seq in [65534, 65535, 1, 2] {
+            s.packet(0, &pkt(0, seq), 10);
+        }
+        s.packet(1, &pkt(0, 7), 10);
+        assert_eq!(s.received, vec![4, 0]);
+        assert_eq!(s.gaps, 1, "0 is missing across the wrap");
+        assert_eq!(s.foreign, 1);
+        assert_eq!(s.latency.quantile(0.5), 5);
+    }
+}

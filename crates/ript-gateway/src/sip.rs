@@ -1,0 +1,311 @@
+//! The gateway's SIP service (until call mapping exists): OPTIONS keepalives, a registrar for
+//! configured PBXs, and a clean 404 for INVITEs (no route yet). SIP peers are admitted only by
+//! an IP allow-list or by digest authentication (RFC 3261 §22, RFC 8760).
+
+use sip_proto::digest::{Algorithm, Challenger, Credentials, NonceIssuer, Role, Secret};
+use sip_proto::msg::{Contacts, Request, Response};
+use sip_transport::{Endpoint, Incoming, Responder};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// An IP network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, prefix) = match s.trim().split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s.trim(), None),
+        };
+        let net: IpAddr = ip
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has a bad prefix length"))?,
+            None => max,
+        };
+        Ok(Cidr { net, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Who may talk to us.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    pub allow: Vec<Cidr>,
+    /// Digest users: username → password.
+    pub users: HashMap<String, String>,
+}
+
+pub const REALM: &str = "ript-gateway";
+const MAX_EXPIRES: u32 = 3600;
+
+struct Binding {
+    contact: String,
+    until: Instant,
+}
+
+struct Service {
+    admission: Admission,
+    challenger: Option<Challenger>,
+    bindings: HashMap<String, Vec<Binding>>,
+    responder: Responder,
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn random16() -> [u8; 16] {
+    uuid::Uuid::new_v4().into_bytes()
+}
+
+/// Runs the SIP service on `endpoint` until it closes.
+pub async fn serve(mut endpoint: Endpoint, admission: Admission) {
+    let challenger = if admission.users.is_empty() {
+        None
+    } else {
+        let secret: Vec<u8> = random16()
+            .iter()
+            .chain(random16().iter())
+            .copied()
+            .collect();
+        match NonceIssuer::new(&secret) {
+            Ok(issuer) => Some(Challenger::new(REALM, Role::Uas, issuer)),
+            Err(e) => {
+                warn!(error = %e, "digest authentication disabled");
+                None
+            }
+        }
+    };
+    let mut svc = Service {
+        admission,
+        challenger,
+        bindings: HashMap::new(),
+        responder: endpoint.responder(),
+    };
+    while let Some(inc) = endpoint.next_request().await {
+        let resp = svc.handle(&inc);
+        if let Some(resp) = resp
+            && let Err(e) = svc.responder.respond(inc.txn, resp).await
+        {
+            warn!(error = %e, "sip endpoint closed");
+            return;
+        }
+    }
+}
+
+/// A response with a fresh To tag (RFC 3261 §8.2.6.2); `None` only if the request lacks what
+/// a response copies, which the transport already refused.
+fn reply(req: &Request, code: u16, reason: &str) -> Option<Response> {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    match Response::for_request(req, code, reason, tag.get(..16).unwrap_or(&tag)) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!(error = %e, code, "cannot build a response");
+            None
+        }
+    }
+}
+
+impl Service {
+    fn handle(&mut self, inc: &Incoming) -> Option<Response> {
+        let req = &inc.request;
+        let method = req.method().as_str().to_ascii_uppercase();
+        let call_id = req.headers().call_id().unwrap_or("-");
+        debug!(%method, call_id, source = %inc.source, "sip request");
+        if method == "OPTIONS" {
+            // Keepalives are answered for anyone: they reveal nothing and peers probe with them.
+            let mut r = reply(req, 200, "OK")?;
+            let _ = r.headers_mut().push("Allow", sip_transport::ALLOW);
+            let _ = r.headers_mut().push("Accept", "application/sdp");
+            return Some(r);
+        }
+        if method == "ACK" {
+            return None;
+        }
+        if let Err(r) = self.admit(inc) {
+            return r;
+        }
+        match method.as_str() {
+            "REGISTER" => self.register(req),
+            // Routing comes with call mapping: for now every destination is unknown.
+            "INVITE" => reply(req, 404, "Not Found"),
+            _ => reply(req, 481, "Call/Transaction Does Not Exist"),
+        }
+    }
+
+    /// Ok when the source is allow-listed or the request carries valid credentials; otherwise
+    /// the answer: a digest challenge (401) or 403 when no users are configured.
+    fn admit(&self, inc: &Incoming) -> Result<(), Option<Response>> {
+        if self
+            .admission
+            .allow
+            .iter()
+            .any(|c| c.contains(inc.source.ip()))
+        {
+            return Ok(());
+        }
+        let req = &inc.request;
+        let Some(ch) = &self.challenger else {
+            info!(source = %inc.source, "sip peer not allow-listed: 403");
+            return Err(reply(req, 403, "Forbidden"));
+        };
+        let mut stale = false;
+        if let Some(v) = req.headers().get("Authorization") {
+            match Credentials::parse(v) {
+                Ok(creds) => {
+                    let users = &self.admission.users;
+                    let lookup = |user: &str, _realm: &str, _alg: &Algorithm| {
+                        users.get(user).map(|p| Secret::Password(p.clone()))
+                    };
+                    match ch.verify(&creds, req.method().as_str(), req.uri(), wall_ms(), lookup) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            stale = matches!(e, sip_proto::digest::AuthError::Stale);
+                            info!(source = %inc.source, error = %e, "digest authentication failed");
+                            if e.reaction() == sip_proto::digest::Reaction::BadRequest {
+                                return Err(reply(req, 400, "Bad Request"));
+                            }
+                        }
+                    }
+                }
+                Err(_) => return Err(reply(req, 400, "Bad Request")),
+            }
+        }
+        let mut r = reply(req, 401, "Unauthorized").ok_or(None)?;
+        for c in ch.challenges(wall_ms(), &random16(), stale) {
+            if let Ok(v) = c.to_header_value() {
+                let _ = r.headers_mut().push("WWW-Authenticate", &v);
+            }
+        }
+        Err(Some(r))
+    }
+
+    /// RFC 3261 §10.3: bindings per address-of-record with expiry.
+    fn register(&mut self, req: &Request) -> Option<Response> {
+        let Ok(to) = req.headers().to() else {
+            return reply(req, 400, "Bad Request");
+        };
+        let aor = to.uri.clone();
+        let default_expires = req
+            .headers()
+            .expires()
+            .ok()
+            .flatten()
+            .unwrap_or(MAX_EXPIRES)
+            .min(MAX_EXPIRES);
+        let now = Instant::now();
+        match req.headers().contacts() {
+            Ok(Contacts::Wildcard) => {
+                if default_expires != 0 {
+                    return reply(req, 400, "Bad Request");
+                }
+                self.bindings.remove(&aor);
+            }
+            Ok(Contacts::Addrs(list)) => {
+                let entry = self.bindings.entry(aor.clone()).or_default();
+                entry.retain(|b| b.until > now);
+                for c in list {
+                    let secs = c
+                        .param("expires")
+                        .flatten()
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .unwrap_or(default_expires)
+                        .min(MAX_EXPIRES);
+                    entry.retain(|b| b.contact != c.uri);
+                    if secs > 0 {
+                        entry.push(Binding {
+                            contact: c.uri.clone(),
+                            until: now + Duration::from_secs(u64::from(secs)),
+                        });
+                    }
+                }
+                info!(aor = %sip_redacted(&aor), bindings = entry.len(), "registered");
+            }
+            Err(_) => return reply(req, 400, "Bad Request"),
+        }
+        let mut r = reply(req, 200, "OK")?;
+        if let Some(bs) = self.bindings.get(&aor) {
+            for b in bs {
+                let left = b.until.saturating_duration_since(now).as_secs();
+                let _ = r
+                    .headers_mut()
+                    .push("Contact", &format!("<{}>;expires={left}", b.contact));
+            }
+        }
+        Some(r)
+    }
+}
+
+/// Addresses of record contain phone numbers: keep only the domain at info level.
+fn sip_redacted(aor: &str) -> String {
+    match aor.split_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => "***".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_matching() {
+        let c: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(c.contains("10.1.200.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            c.contains("::ffff:10.1.0.9".parse().unwrap()),
+            "v4-mapped v6"
+        );
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        let any: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(any.contains("192.0.2.1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+}

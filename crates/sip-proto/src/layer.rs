@@ -25,6 +25,11 @@ pub trait TxnMessage: Clone {
     fn ack_for(&self, response: &Self) -> Option<Self>;
     /// The 100 (Trying) answering `self` (an INVITE).
     fn trying(&self) -> Option<Self>;
+    /// RFC 3261 §17.2.3 matching for RFC 2543 requests without a (cookie) branch: a key from
+    /// Call-ID, CSeq number, From tag and the top Via's sent-by.
+    fn legacy_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Index handle of a transaction inside the layer.
@@ -180,7 +185,14 @@ impl<M: TxnMessage> TxnLayer<M> {
     }
 
     fn server_key(msg: &M, method: &str) -> Result<ServerKey, LayerError> {
-        let branch = msg.branch().ok_or(LayerError::Missing("Via branch"))?;
+        let branch = match msg.branch() {
+            Some(b) if b.starts_with(MAGIC_COOKIE) => b,
+            // RFC 2543 peers: no usable branch, match on the old fields (§17.2.3).
+            _ => format!(
+                "rfc2543:{}",
+                msg.legacy_key().ok_or(LayerError::Missing("Via branch"))?
+            ),
+        };
         let sent_by = msg.sent_by().ok_or(LayerError::Missing("Via sent-by"))?;
         // RFC 3261 §17.2.3: ACK matches the INVITE it acknowledges.
         let method = if method == "ACK" { "INVITE" } else { method };
@@ -272,7 +284,7 @@ impl<M: TxnMessage> TxnLayer<M> {
             }
         }
         let key = Self::server_key(&msg, method)?;
-        if let Some(&id) = self.server_keys.get(&key).filter(|_| has_cookie) {
+        if let Some(&id) = self.server_keys.get(&key) {
             match self.txns.get_mut(&id) {
                 Some(Txn::Ist(t)) if method == "ACK" => t.handle_ack(now, msg),
                 Some(Txn::Ist(t)) => t.handle_retransmission(now),
@@ -447,6 +459,14 @@ impl TxnMessage for crate::msg::Message {
             }
             _ => None,
         }
+    }
+
+    fn legacy_key(&self) -> Option<String> {
+        let h = self.headers();
+        let (num, _) = h.cseq().ok()?;
+        let from_tag = h.from().ok()?.tag.unwrap_or_default();
+        let sent_by = h.top_via().ok()?.sent_by();
+        Some(format!("{}|{num}|{from_tag}|{sent_by}", h.call_id().ok()?))
     }
 
     fn trying(&self) -> Option<Self> {

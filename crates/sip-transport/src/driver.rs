@@ -475,8 +475,10 @@ impl Driver {
                             addr: addr.unwrap_or(source),
                         };
                         if let Err(e) = req.validate().and(addr.map(|_| ())) {
-                            info!(%source, error = %e, "malformed request answered");
-                            if req.method().as_str() != "ACK" {
+                            info!(%source, error = %e, "malformed request");
+                            // RFC 3261 §8.2 / RFC 4475 §3.1.2: answer only when a response
+                            // can be built (Via, From, To, Call-ID, CSeq); never an ACK.
+                            if req.method().as_str() != "ACK" && req.headers().is_answerable() {
                                 let h = req.headers().clone();
                                 self.respond_stateless(
                                     &h,

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 mod interop;
 mod sip;
+mod torture;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ript-gateway");
 /// The bearer token `start()` gives the gateway.

@@ -41,6 +41,14 @@ pub struct RunArgs {
         default_value = ""
     )]
     sip_users: String,
+    /// Digest algorithms offered, strongest first. Some UAs (SIPp, older PBXs) answer only
+    /// the first challenge and only MD5: list `MD5` alone for them.
+    #[arg(
+        long,
+        env = "RIPT_SIP_DIGEST_ALGORITHMS",
+        default_value = "SHA-256,MD5"
+    )]
+    sip_digest_algorithms: String,
     /// Bearer token customers present (generated and printed on first start when absent).
     #[arg(long, env = "RIPT_TOKEN")]
     token: Option<String>,
@@ -137,7 +145,19 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let mut opts = ServerOptions::new(a.listen, id, vec![tg]);
     opts.authority = a.authority.clone();
-    let admission = sip_admission(&a.sip_allow, &a.sip_users)?;
+    let mut admission = sip_admission(&a.sip_allow, &a.sip_users)?;
+    for alg in a
+        .sip_digest_algorithms
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+    {
+        let alg = sip_proto::digest::Algorithm::from_token(alg.trim());
+        anyhow::ensure!(
+            alg.is_supported(),
+            "RIPT_SIP_DIGEST_ALGORITHMS: {alg} is not supported"
+        );
+        admission.algorithms.push(alg);
+    }
     let listen = sip_transport::Listen::parse_list(&a.sip_listen).context("RIPT_SIP_LISTEN")?;
     let cfg = sip_transport::EndpointConfig {
         listen,

@@ -71,6 +71,8 @@ pub struct Admission {
     pub allow: Vec<Cidr>,
     /// Digest users: username → password.
     pub users: HashMap<String, String>,
+    /// Challenge algorithms in offer order (RFC 8760: strongest first); empty = SHA-256, MD5.
+    pub algorithms: Vec<Algorithm>,
 }
 
 pub const REALM: &str = "ript-gateway";
@@ -109,7 +111,20 @@ pub async fn serve(mut endpoint: Endpoint, admission: Admission) {
             .copied()
             .collect();
         match NonceIssuer::new(&secret) {
-            Ok(issuer) => Some(Challenger::new(REALM, Role::Uas, issuer)),
+            Ok(issuer) => {
+                let ch = Challenger::new(REALM, Role::Uas, issuer);
+                if admission.algorithms.is_empty() {
+                    Some(ch)
+                } else {
+                    match ch.with_algorithms(admission.algorithms.clone()) {
+                        Ok(ch) => Some(ch),
+                        Err(e) => {
+                            warn!(error = %e, "digest algorithms refused; digest authentication disabled");
+                            None
+                        }
+                    }
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "digest authentication disabled");
                 None

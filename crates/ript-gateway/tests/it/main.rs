@@ -9,8 +9,10 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+mod bench_smoke;
 mod interop;
 mod sip;
+mod sipp;
 mod torture;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ript-gateway");

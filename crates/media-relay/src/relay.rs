@@ -37,8 +37,11 @@ pub struct LegStats {
     pub bytes: u64,
     pub lost: i64,
     pub jitter_ms: f64,
-    /// Packets refused: not RTP, from a non-latched source, or failing sequence validation.
+    /// Packets refused and not forwarded: not RTP, or from a non-latched source.
     pub dropped: u64,
+    /// Packets forwarded but not counted in `packets`: RFC 3550 A.1 sequence validation had
+    /// them on probation or saw a jump (a new or restarted source).
+    pub unvalidated: u64,
     pub rtcp: u64,
     pub latched: Option<SocketAddr>,
 }
@@ -150,7 +153,7 @@ impl Leg {
         c.packets = self.stats.packets;
         c.bytes = self.stats.bytes;
         c.lost = self.stats.lost();
-        c.dropped += self.stats.invalid;
+        c.unvalidated = self.stats.invalid;
         c.jitter_ms = self.stats.jitter() * 1000.0 / f64::from(self.cfg.clock_rate.max(1));
         c
     }

@@ -137,10 +137,15 @@ async fn relays_both_ways_latches_refuses_hijack_and_counts_loss() {
     .await;
     assert_eq!(s.a.latched, Some(peer_a.local_addr().unwrap()));
     assert_eq!(s.a.lost, 2, "RFC 3550 cumulative loss");
+    assert_eq!(s.a.dropped, 2, "the intruder's packet and the garbage");
     assert_eq!(
-        s.a.dropped,
-        2 + 1,
-        "intruder, garbage and the probation packet"
+        s.a.unvalidated, 1,
+        "the first packet was forwarded while on probation"
+    );
+    assert_eq!(
+        s.a.packets + s.a.unvalidated,
+        11,
+        "every packet from A was forwarded"
     );
     assert_eq!(s.b.packets, 0, "leg B's first packet is still on probation");
 }

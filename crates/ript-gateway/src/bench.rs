@@ -29,6 +29,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// `println!` that ignores a closed stdout (`bench relay | head` must not panic).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The forwarders' RTP/RTCP port range.
 const PORTS: (u16, u16) = (40000, 59999);
@@ -37,8 +45,10 @@ const HEADER: usize = 12;
 const PAYLOAD: usize = 160;
 const PACKET: usize = HEADER + PAYLOAD;
 const CLOCK_RATE: u32 = 8000;
-/// How long packets in flight get after the sender stops.
-const DRAIN: Duration = Duration::from_millis(200);
+/// After the sender stops, the sink gets until nothing has arrived for `DRAIN_QUIET` (at most
+/// `DRAIN_MAX`) to receive what is still in flight: what is missing then counts as lost.
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
+const DRAIN_MAX: Duration = Duration::from_secs(10);
 /// When the sender starts after being spawned (every flow starts on its own phase).
 const LEAD: Duration = Duration::from_millis(20);
 /// Descriptors per stream: 2 UA sockets + their clones for the sender + 2 RTP/RTCP pairs.
@@ -118,14 +128,14 @@ async fn relay(a: RelayArgs) -> anyhow::Result<()> {
             }
         })
     };
-    println!(
+    say!(
         "bench relay: {} streams = {} RTP flows x {} pkt/s ({PACKET}-byte RTP, {PAYLOAD}-byte payload), {} s per forwarder, 127.0.0.1",
         a.streams,
         a.streams * 2,
         a.pps,
         a.seconds
     );
-    println!(
+    say!(
         "cpus: {}, loadavg at start: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg")
@@ -146,11 +156,11 @@ async fn relay(a: RelayArgs) -> anyhow::Result<()> {
     if let [relay, plain] = done.as_slice() {
         let (r, p) = (relay.cpu_us_per_packet(), plain.cpu_us_per_packet());
         if p > 0.0 {
-            println!("ratio relay/plain cpu us/packet: {:.2}", r / p);
+            say!("ratio relay/plain cpu us/packet: {:.2}", r / p);
         }
     }
     if stop.load(Ordering::Relaxed) {
-        println!("(interrupted: the figures cover the load sent until then)");
+        say!("(interrupted: the figures cover the load sent until then)");
     }
     Ok(())
 }
@@ -179,6 +189,8 @@ struct Phase {
     send: SendReport,
     fwd: FwdReport,
     sink: SinkReport,
+    /// While sending, in % of all CPUs' time: (busy, stolen by the hypervisor).
+    machine: Option<(f64, f64)>,
 }
 
 impl Phase {
@@ -203,13 +215,13 @@ impl Phase {
             .count();
         let pct = |d: Duration| d.as_secs_f64() * 100.0 / wall;
         let us = |ns: u64| ns as f64 / 1000.0;
-        println!("== {} ==", self.kind.title());
-        println!("sent packets: {sent}");
-        println!("offered pkt/s: {:.1}", sent as f64 / wall);
-        println!("relayed packets: {}", self.fwd.forwarded);
-        println!("relayed pkt/s: {:.1}", self.fwd.forwarded as f64 / wall);
-        println!("received packets: {received}");
-        println!(
+        say!("== {} ==", self.kind.title());
+        say!("sent packets: {sent}");
+        say!("offered pkt/s: {:.1}", sent as f64 / wall);
+        say!("relayed packets: {}", self.fwd.forwarded);
+        say!("relayed pkt/s: {:.1}", self.fwd.forwarded as f64 / wall);
+        say!("received packets: {received}");
+        say!(
             "loss %: {:.3} ({lost} packets, {} seq gaps, {streams_with_loss} flows with loss)",
             if sent == 0 {
                 0.0
@@ -218,28 +230,41 @@ impl Phase {
             },
             self.sink.gaps
         );
-        println!(
+        say!(
             "latency p50 us: {:.1}",
             us(self.sink.latency.quantile(0.50))
         );
-        println!(
+        say!(
             "latency p99 us: {:.1}",
             us(self.sink.latency.quantile(0.99))
         );
-        println!("latency max us: {:.1}", us(self.sink.latency.max));
-        println!("cpu us/packet: {:.2}", self.cpu_us_per_packet());
-        println!("cpu % of one core: {:.1}", pct(self.fwd.cpu));
-        println!(
+        say!("latency max us: {:.1}", us(self.sink.latency.max));
+        say!("cpu us/packet: {:.2}", self.cpu_us_per_packet());
+        say!("cpu % of one core: {:.1}", pct(self.fwd.cpu));
+        if let Some((user, sys)) = self.fwd.split {
+            let all = (user + sys).as_secs_f64().max(1e-9);
+            say!(
+                "cpu user/kernel % (tick-sampled): {:.0}/{:.0}",
+                user.as_secs_f64() * 100.0 / all,
+                sys.as_secs_f64() * 100.0 / all
+            );
+        }
+        say!(
             "load generator cpu % of one core: sender {:.1}, sink {:.1}",
             pct(self.send.cpu),
             pct(self.sink.cpu)
         );
+        if let Some((busy, steal)) = self.machine {
+            say!(
+                "machine cpu % (all cpus, /proc/stat, tick-sampled): busy {busy:.1}, steal {steal:.1}"
+            );
+        }
         let mut notes = Vec::new();
         if self.send.errors > 0 {
             notes.push(format!("{} send errors", self.send.errors));
         }
         if self.kind == Kind::Relay {
-            println!(
+            say!(
                 "relay counters: {} packets refused or on RFC 3550 probation (1 per flow expected: {})",
                 self.fwd.refused,
                 self.send.sent.len()
@@ -252,7 +277,7 @@ impl Phase {
             notes.push(format!("{} packets of another flow", self.sink.foreign));
         }
         if !notes.is_empty() {
-            println!("anomalies: {}", notes.join(", "));
+            say!("anomalies: {}", notes.join(", "));
         }
     }
 }
@@ -319,9 +344,13 @@ async fn phase(
         .collect::<std::io::Result<Vec<_>>>()?;
     let (sink_ready_tx, sink_ready_rx) = oneshot::channel();
     let (sink_stop, sink_stop_rx) = oneshot::channel();
-    let sink = spawn("bench-sink", move || {
-        sink(ua, origin, sink_ready_tx, sink_stop_rx)
-    })?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let sink = {
+        let progress = progress.clone();
+        spawn("bench-sink", move || {
+            sink(ua, origin, &progress, sink_ready_tx, sink_stop_rx)
+        })?
+    };
     if sink_ready_rx.await.is_err() {
         return Err(join(sink)
             .await?
@@ -335,11 +364,21 @@ async fn phase(
         go: Instant::now() + LEAD,
     };
     let stop = stop.clone();
+    let m0 = machine_cpu();
     let send = join(spawn("bench-sender", move || {
         sender(targets, pace, origin, &stop)
     })?)
     .await?;
-    tokio::time::sleep(DRAIN).await;
+    let machine = m0
+        .zip(machine_cpu())
+        .and_then(|((b0, s0, t0), (b1, s1, t1))| {
+            let total = t1.checked_sub(t0).filter(|&t| t > 0)? as f64;
+            Some((
+                b1.saturating_sub(b0) as f64 * 100.0 / total,
+                s1.saturating_sub(s0) as f64 * 100.0 / total,
+            ))
+        });
+    drain(&progress, send.sent.iter().sum()).await;
     let _ = fwd_stop.send(());
     let fwd = join(fwd).await??;
     let _ = sink_stop.send(());
@@ -349,7 +388,58 @@ async fn phase(
         send,
         fwd,
         sink,
+        machine,
     })
+}
+
+/// Waits until the sink has received `sent` packets or nothing more for `DRAIN_QUIET`.
+async fn drain(progress: &AtomicU64, sent: u64) {
+    let start = Instant::now();
+    let (mut last, mut changed) = (progress.load(Ordering::Relaxed), start);
+    while start.elapsed() < DRAIN_MAX {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = progress.load(Ordering::Relaxed);
+        if now >= sent {
+            return;
+        }
+        if now != last {
+            (last, changed) = (now, Instant::now());
+        } else if changed.elapsed() >= DRAIN_QUIET {
+            return;
+        }
+    }
+}
+
+/// The calling thread's (user, kernel) CPU time from /proc, at clock-tick resolution.
+fn thread_user_sys() -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name: state is field 3, utime 14, stime 15 (proc(5)).
+    let mut f = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let (user, sys) = (
+        f.next()?.parse::<u64>().ok()?,
+        f.next()?.parse::<u64>().ok()?,
+    );
+    let tick = 1_000_000_000 / rustix::param::clock_ticks_per_second().max(1);
+    Some((
+        Duration::from_nanos(user * tick),
+        Duration::from_nanos(sys * tick),
+    ))
+}
+
+/// The whole machine's CPU time counters from /proc/stat: (busy, steal, total) in ticks.
+fn machine_cpu() -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let &[user, nice, system, idle, iowait, irq, softirq, steal] = v.as_slice() else {
+        return None;
+    };
+    let total = user + nice + system + idle + iowait + irq + softirq + steal;
+    Some((user + nice + system + irq + softirq, steal, total))
 }
 
 fn thread_cpu() -> Duration {
@@ -366,6 +456,8 @@ fn thread_cpu() -> Duration {
 struct FwdReport {
     /// The forwarder thread's CPU time from after setup to after the drain.
     cpu: Duration,
+    /// The same as (user, kernel), at clock-tick resolution.
+    split: Option<(Duration, Duration)>,
     /// RTP packets the forwarder read (and, here, sent on).
     forwarded: u64,
     /// Relay only: packets its counters refused. The first packet of each flow is on RFC
@@ -398,14 +490,18 @@ fn forwarder(
         .context("building the forwarder runtime")?;
     rt.block_on(async move {
         let (ports, running) = start_forwarder(kind, uas, timeout)?;
-        let t0 = thread_cpu();
+        let (t0, split0) = (thread_cpu(), thread_user_sys());
         if ready.send(ports).is_err() {
             return Ok(FwdReport::default());
         }
         let _ = stop.await;
         let cpu = thread_cpu().saturating_sub(t0);
+        let split = split0
+            .zip(thread_user_sys())
+            .map(|((u0, s0), (u1, s1))| (u1.saturating_sub(u0), s1.saturating_sub(s0)));
         let mut report = FwdReport {
             cpu,
+            split,
             ..FwdReport::default()
         };
         match running {
@@ -414,7 +510,8 @@ fn forwarder(
                     match b.stats().await {
                         Some(s) => {
                             let refused = s.a.dropped + s.b.dropped;
-                            report.forwarded += s.a.packets + s.b.packets + refused;
+                            report.forwarded +=
+                                s.a.packets + s.b.packets + s.a.unvalidated + s.b.unvalidated;
                             report.refused += refused;
                         }
                         None => report.silent += 1,
@@ -520,7 +617,8 @@ fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
 
 /// Sends every flow at `pps` for `seconds`: packet `r` of flow `k` (of `n`) is due at
 /// `go + r/pps + k/(n·pps)`, so sends are spread evenly over the packet interval. A late
-/// sender catches up; nothing due at or after the end is sent.
+/// sender catches up; nothing due at or after the end is sent, and nothing at all after half
+/// as long again (an overloaded machine stays bounded in time).
 fn sender(
     targets: Vec<(std::net::UdpSocket, SocketAddr)>,
     pace: Pace,
@@ -531,6 +629,7 @@ fn sender(
     let interval_ns = 1_000_000_000 / u64::from(pace.pps);
     let ts_step = CLOCK_RATE / pace.pps.max(1);
     let end = pace.go + Duration::from_secs(pace.seconds);
+    let hard_end = end + Duration::from_secs(pace.seconds.div_ceil(2));
     let mut sent = vec![0u64; targets.len()];
     let mut errors = 0;
     let mut buf = [0xffu8; PACKET];
@@ -543,6 +642,9 @@ fn sender(
             break;
         }
         let now = Instant::now();
+        if now >= hard_end {
+            break;
+        }
         if due > now {
             std::thread::sleep(due - now);
             continue;
@@ -647,6 +749,7 @@ async fn sink_one(
     flow: usize,
     state: Rc<RefCell<SinkState>>,
     origin: Instant,
+    progress: Arc<AtomicU64>,
 ) {
     let mut buf = [0u8; 2048];
     loop {
@@ -656,6 +759,7 @@ async fn sink_one(
                 state
                     .borrow_mut()
                     .packet(flow, buf.get(..n).unwrap_or_default(), now);
+                progress.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
             Err(_) => return,
@@ -667,6 +771,7 @@ async fn sink_one(
 fn sink(
     ua: Vec<std::net::UdpSocket>,
     origin: Instant,
+    progress: &Arc<AtomicU64>,
     ready: oneshot::Sender<()>,
     stop: oneshot::Receiver<()>,
 ) -> anyhow::Result<SinkReport> {
@@ -692,6 +797,7 @@ fn sink(
                 j ^ 1,
                 state.clone(),
                 origin,
+                progress.clone(),
             )));
         }
         let t0 = thread_cpu();

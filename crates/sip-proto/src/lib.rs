@@ -3,6 +3,7 @@
 
 pub mod dialog;
 pub mod digest;
+pub mod fuzzing;
 pub mod layer;
 pub mod msg;
 pub mod sdp;

@@ -702,7 +702,9 @@ impl fmt::Display for NameAddr {
         if let Some(d) = &self.display {
             f.write_str("\"")?;
             for c in d.chars() {
-                if c == '"' || c == '\\' {
+                // quoted-pair: also the control characters a display name may hold escaped
+                // (RFC 4475 §3.1.1.2), which a quoted string cannot hold as they are.
+                if c == '"' || c == '\\' || c.is_ascii_control() {
                     f.write_str("\\")?;
                 }
                 write!(f, "{c}")?;
@@ -2219,6 +2221,17 @@ mod tests {
         assert!(parse_name_addr("<sip:a@b>;tag=1;tag=2", false).is_err());
         let shown = parse_name_addr(&a.to_string(), false).unwrap();
         assert_eq!(shown, a);
+    }
+
+    #[test]
+    fn rfc4475_3_1_1_2_escaped_controls_in_a_display_name_print_escaped() {
+        // Found by the sip_message fuzz target (the To of intmeth.dat): printed raw, the
+        // control characters made a quoted string that does not parse.
+        let a = parse_name_addr("\"BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f\" <sip:a@b>", false).unwrap();
+        assert_eq!(a.display.as_deref(), Some("BEL:\x07 NUL:\x00 DEL:\x7f"));
+        let shown = a.to_string();
+        assert_eq!(shown, "\"BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f\" <sip:a@b>");
+        assert_eq!(parse_name_addr(&shown, false).unwrap(), a);
     }
 
     #[test]

@@ -132,6 +132,9 @@ pub struct Media {
     pub proto: String,
     /// Payload types in offer order.
     pub formats: Vec<u8>,
+    /// The formats that are not payload types (e.g. `t38` of `m=image … udptl t38`), in
+    /// offer order; printed after [`formats`](Self::formats).
+    pub other_formats: Vec<String>,
     pub rtpmaps: Vec<Rtpmap>,
     pub fmtps: Vec<(u8, String)>,
     pub direction: Direction,
@@ -191,10 +194,12 @@ impl Sdp {
         for md in &sd.media_descriptions {
             let port = u16::try_from(md.media_name.port.value).map_err(|_| SdpError::Malformed)?;
             let mut formats = Vec::new();
+            let mut other_formats = Vec::new();
             for f in &md.media_name.formats {
-                // Non-RTP formats (e.g. `*` for image/t38 variants) are kept out of the list.
-                if let Ok(pt) = f.parse::<u8>() {
-                    formats.push(pt);
+                // Non-RTP formats (e.g. `t38` of image/t38) are kept out of the list.
+                match f.parse::<u8>() {
+                    Ok(pt) => formats.push(pt),
+                    Err(_) => other_formats.push(f.clone()),
                 }
             }
             let mut rtpmaps = Vec::new();
@@ -230,6 +235,7 @@ impl Sdp {
                 port,
                 proto: md.media_name.protos.join("/"),
                 formats,
+                other_formats,
                 rtpmaps,
                 fmtps,
                 direction: direction_of(&md.attributes)
@@ -284,7 +290,12 @@ impl Sdp {
         }
         s.push_str("t=0 0\r\n");
         for m in &self.media {
-            let fmts: Vec<String> = m.formats.iter().map(u8::to_string).collect();
+            let fmts: Vec<String> = m
+                .formats
+                .iter()
+                .map(u8::to_string)
+                .chain(m.other_formats.iter().cloned())
+                .collect();
             let _ = write!(
                 s,
                 "m={} {} {} {}\r\n",
@@ -339,7 +350,12 @@ fn parse_rtpmap(v: &str) -> Option<Rtpmap> {
     let mut parts = rest.trim().split('/');
     let name = parts.next()?.to_owned();
     let rate = parts.next()?.parse().ok()?;
-    let channels = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1);
+    // Absent, malformed or 0 (which would not print back): one channel.
+    let channels = parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c| c > 0)
+        .unwrap_or(1);
     Some(Rtpmap {
         pt: pt.parse().ok()?,
         name,
@@ -409,7 +425,12 @@ pub fn answer(offer: &Sdp, local: &Local) -> Result<(Sdp, AudioPlan), SdpError> 
                 kind: m.kind.clone(),
                 port: 0,
                 proto: m.proto.clone(),
+                // RFC 3264 §6: a rejected stream still lists a format (any one).
                 formats: m.formats.first().copied().into_iter().collect(),
+                other_formats: match m.formats.first() {
+                    Some(_) => vec![],
+                    None => m.other_formats.iter().take(1).cloned().collect(),
+                },
                 rtpmaps: vec![],
                 fmtps: vec![],
                 direction: Direction::Inactive,
@@ -498,6 +519,7 @@ fn choose(offer: &Sdp, i: usize, m: &Media, local: &Local) -> Option<(Media, Aud
         port: local.audio_port,
         proto: m.proto.clone(),
         formats,
+        other_formats: vec![],
         rtpmaps,
         fmtps,
         direction,
@@ -610,6 +632,34 @@ mod tests {
         let mut off = local();
         off.srtp = SrtpMode::Off;
         assert_eq!(answer(&offer, &off).unwrap_err(), SdpError::NotAcceptable);
+    }
+
+    #[test]
+    fn non_rtp_formats_are_printed_and_a_rejected_image_stream_keeps_one() {
+        // Found by the sdp fuzz target: `m=image … udptl t38` was printed without formats,
+        // which is no SDP, by `to_text` of the offer and in the answer rejecting the stream.
+        let t38 = OFFER.replace(
+            "m=video 51372 RTP/AVP 31\r\n",
+            "m=image 49180 udptl t38\r\na=T38FaxVersion:0\r\n",
+        );
+        let offer = Sdp::parse(t38.as_bytes()).unwrap();
+        assert!(offer.media[1].formats.is_empty());
+        assert_eq!(offer.media[1].other_formats, ["t38"]);
+        assert_eq!(Sdp::parse(offer.to_text().as_bytes()).unwrap(), offer);
+        let (ans, _) = answer(&offer, &local()).unwrap();
+        let text = ans.to_text();
+        assert!(text.contains("m=image 0 udptl t38\r\n"), "{text}");
+        assert_eq!(Sdp::parse(text.as_bytes()).unwrap(), ans);
+    }
+
+    #[test]
+    fn zero_channels_read_as_one() {
+        // Found by the sdp fuzz target: `opus/48000/000` kept 0 channels, which printed
+        // without a channel count and so parsed back as 1.
+        let zero = OFFER.replace("opus/48000/2", "opus/48000/000");
+        let offer = Sdp::parse(zero.as_bytes()).unwrap();
+        assert_eq!(offer.media[0].rtpmaps[0].channels, 1);
+        assert_eq!(Sdp::parse(offer.to_text().as_bytes()).unwrap(), offer);
     }
 
     #[test]

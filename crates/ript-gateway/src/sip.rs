@@ -90,12 +90,6 @@ struct Service {
     responder: Responder,
 }
 
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn random16() -> [u8; 16] {
     uuid::Uuid::new_v4().into_bytes()
 }
@@ -212,7 +206,13 @@ impl Service {
                     let lookup = |user: &str, _realm: &str, _alg: &Algorithm| {
                         users.get(user).map(|p| Secret::Password(p.clone()))
                     };
-                    match ch.verify(&creds, req.method().as_str(), req.uri(), wall_ms(), lookup) {
+                    match ch.verify(
+                        &creds,
+                        req.method().as_str(),
+                        req.uri(),
+                        ript_h3::wall_ms(),
+                        lookup,
+                    ) {
                         Ok(()) => return Ok(()),
                         Err(e) => {
                             stale = matches!(e, sip_proto::digest::AuthError::Stale);
@@ -227,7 +227,7 @@ impl Service {
             }
         }
         let mut r = reply(req, 401, "Unauthorized").ok_or(None)?;
-        for c in ch.challenges(wall_ms(), &random16(), stale) {
+        for c in ch.challenges(ript_h3::wall_ms(), &random16(), stale) {
             if let Ok(v) = c.to_header_value() {
                 let _ = r.headers_mut().push("WWW-Authenticate", &v);
             }

@@ -1,21 +1,6 @@
 //! A 1 kHz test tone in G.711 µ-law, 20 ms per packet.
 
-/// ITU-T G.711 µ-law encoding of one 16-bit linear sample.
-pub fn linear_to_ulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32635;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    s = s.min(CLIP) + BIAS;
-    let exponent = (7 - (s.leading_zeros() as i32 - 17)).clamp(0, 7);
-    let mantissa = (s >> (exponent + 3)) & 0x0f;
-    !(sign | ((exponent as u8) << 4) | mantissa as u8)
-}
+use media_proto::g711::linear_to_ulaw;
 
 /// Generates consecutive 160-sample (20 ms at 8 kHz) µ-law packets of a 1 kHz sine.
 #[derive(Debug, Default)]

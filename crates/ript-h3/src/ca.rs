@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::DecodePrivateKey;
 use p256::pkcs8::DecodePublicKey;
-use p256::pkcs8::der::pem::LineEnding;
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SerialNumber,
@@ -143,7 +142,7 @@ impl CertAuthority {
         let cert_der = cert.der().to_vec();
         let key_pem = key.serialize_pem();
         Ok(CertAuthority {
-            cert_pem: pem_encode("CERTIFICATE", &cert_der)?,
+            cert_pem: crate::tls::pem_encode("CERTIFICATE", &cert_der),
             issuer: Issuer::new(params, key),
             cert_der,
             key_pem,
@@ -180,7 +179,7 @@ impl CertAuthority {
         let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key)
             .map_err(|_| CaError::BadCa("certificate cannot be used as issuer"))?;
         Ok(CertAuthority {
-            cert_pem: pem_encode("CERTIFICATE", &cert_der)?,
+            cert_pem: crate::tls::pem_encode("CERTIFICATE", &cert_der),
             key_pem: key_pem.to_owned(),
             issuer,
             cert_der,
@@ -249,7 +248,11 @@ impl CertAuthority {
             ));
         let leaf = params.signed_by(&request.key, &self.issuer)?;
         let leaf_der = leaf.der().to_vec();
-        let pem = format!("{}{}", pem_encode("CERTIFICATE", &leaf_der)?, self.cert_pem);
+        let pem = format!(
+            "{}{}",
+            crate::tls::pem_encode("CERTIFICATE", &leaf_der),
+            self.cert_pem
+        );
         Ok(IssuedCert {
             id,
             pem,
@@ -413,11 +416,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn pem_encode(label: &'static str, der: &[u8]) -> Result<String, CaError> {
-    p256::pkcs8::der::pem::encode_string(label, LineEnding::LF, der)
-        .map_err(|_| CaError::BadCa("certificate cannot be pem-encoded"))
-}
-
 fn parse_cert(der: &[u8]) -> Option<X509Certificate<'_>> {
     parse_x509_certificate(der)
         .ok()
@@ -441,7 +439,7 @@ mod tests {
     }
 
     fn pem_of(der: &[u8]) -> String {
-        pem_encode("CERTIFICATE REQUEST", der).unwrap()
+        crate::tls::pem_encode("CERTIFICATE REQUEST", der)
     }
 
     fn csr_der(pem: &str) -> Vec<u8> {
@@ -751,7 +749,7 @@ mod tests {
             CertAuthority::from_pem(ca.cert_pem(), other.key_pem()),
             Err(CaError::BadCa(_))
         ));
-        let leaf_pem = pem_encode("CERTIFICATE", &issued.der_chain[0]).unwrap();
+        let leaf_pem = crate::tls::pem_encode("CERTIFICATE", &issued.der_chain[0]);
         assert!(matches!(
             CertAuthority::from_pem(&leaf_pem, ca.key_pem()),
             Err(CaError::BadCa(_))

@@ -4,7 +4,7 @@
 
 use crate::media::{CallEvent, MediaEndpoint, MediaStats, OutgoingMedia};
 use crate::tls::{self, Trust};
-use crate::{Error, datagram, now, wall_ms};
+use crate::{Error, datagram, lock, now, wall_ms};
 use bytes::{Buf, Bytes};
 use http::{Method, Request};
 use ript_proto::call::{ClientCall, ClientOutput, MediaPath};
@@ -111,10 +111,6 @@ impl Resp {
         serde_json::from_slice(&self.body)
             .map_err(|_| Error::Unexpected("response body is not the expected json"))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Splits `https://authority/path` into (authority, host for SNI).
@@ -929,9 +925,6 @@ impl CallTask {
             w.abort();
         }
         self.fwd = None;
-        if let Path::Datagrams { .. } = self.path {
-            self.path = Path::None;
-        }
         self.path = Path::None;
         self.media.reset_path();
     }

@@ -401,16 +401,6 @@ mod tests {
         );
         assert_eq!(right.receive(t, 0, &f).media.len(), 1);
     }
-}
-
-#[cfg(test)]
-mod reorder_tests {
-    use super::*;
-
-    #[allow(clippy::disallowed_methods)]
-    fn origin() -> Instant {
-        Instant::now()
-    }
 
     #[test]
     fn acks_arriving_out_of_order_are_all_credited() {

@@ -8,7 +8,7 @@
 use crate::ca::CertAuthority;
 use crate::media::{CallEvent, MediaEndpoint, MediaStats, OutgoingMedia};
 use crate::tls::{self, Identity};
-use crate::{Error, datagram, now, wall_ms};
+use crate::{Error, datagram, lock, now, wall_ms};
 use bytes::{Buf, Bytes};
 use h3::error::Code;
 use http::{Method, Response, StatusCode};
@@ -243,11 +243,6 @@ struct Shared {
     no_byway_timeout: std::time::Duration,
     next_get: std::sync::atomic::AtomicU64,
     connections: std::sync::atomic::AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means another request task panicked; the data is still usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {

@@ -65,12 +65,12 @@ pub enum DownlinkOutput {
 }
 
 /// The server's reverse media path over byways: answers the most recent pending GET with
-/// one frame (+ pending acks), or buffers and panics once per gap.
+/// one frame, or buffers and panics once per gap. (Acks of the client's media travel in
+/// the answers to its PUTs, not here.)
 #[derive(Debug, Default)]
 pub struct Downlink {
     pending: VecDeque<GetId>,
     buffer: MediaBuffer,
-    acks: Vec<u8>,
     in_gap: bool,
     /// Datagram session open: media goes there, not to GETs.
     datagrams: bool,
@@ -83,8 +83,7 @@ impl Downlink {
         if !self.buffer.is_empty() {
             let frames = self.buffer.take(now, limits::FLUSH_FRAMES);
             if !frames.is_empty() {
-                let mut body = frames.concat();
-                body.append(&mut self.acks);
+                let body = frames.concat();
                 self.out.push_back(DownlinkOutput::Answer(id, body));
                 return;
             }
@@ -115,11 +114,6 @@ impl Downlink {
         self.buffer.take(now, usize::MAX)
     }
 
-    /// An ack frame to piggyback on the next answer.
-    pub fn queue_ack(&mut self, frame: &[u8]) {
-        self.acks.extend_from_slice(frame);
-    }
-
     /// A media frame for the client. Returns it back when the datagram path should carry it.
     pub fn handle_media(&mut self, now: Instant, frame: Vec<u8>) -> Option<Vec<u8>> {
         if self.datagrams {
@@ -127,9 +121,7 @@ impl Downlink {
         }
         match self.pending.pop_back() {
             Some(id) => {
-                let mut body = frame;
-                body.append(&mut self.acks);
-                self.out.push_back(DownlinkOutput::Answer(id, body));
+                self.out.push_back(DownlinkOutput::Answer(id, frame));
             }
             None => {
                 if !self.in_gap {
@@ -140,17 +132,6 @@ impl Downlink {
             }
         }
         None
-    }
-
-    /// Acks alone, when media is not flowing this way: answer the most recent GET with them.
-    pub fn flush_acks(&mut self) {
-        if self.acks.is_empty() {
-            return;
-        }
-        if let Some(id) = self.pending.pop_back() {
-            let body = std::mem::take(&mut self.acks);
-            self.out.push_back(DownlinkOutput::Answer(id, body));
-        }
     }
 
     /// Every pending GET, to be answered 404 when the call ends.

@@ -19,4 +19,8 @@ pub enum Error {
     DtmfBody,
     #[error("no mapping for payload type {0}")]
     PayloadType(u8),
+    /// Our caller asked for something this layer cannot do (a full digit queue, a character
+    /// that is no DTMF digit).
+    #[error("misuse: {0}")]
+    Misuse(&'static str),
 }

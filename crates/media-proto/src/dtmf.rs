@@ -1274,6 +1274,58 @@ mod tests {
     }
 
     #[test]
+    fn late_segments_of_a_timed_out_event_are_not_a_new_digit() {
+        // Found by the loss property: a 2.7 s digit at 48 kHz timed out in segment 0 after a
+        // run of losses; its segment 2 packets then arrived and must not begin another digit.
+        let t0 = origin();
+        let mut r = DtmfReceiver::new(ReceiverConfig::new(48000));
+        assert_eq!(feed(&mut r, t0, 50, 100, true, (0, false, 2400)).len(), 1);
+        r.handle_timeout(t0 + ms(250));
+        assert!(matches!(
+            r.poll_event(),
+            Some(DtmfEvent::Ended {
+                cause: EndCause::Timeout,
+                duration: 2400,
+                ..
+            })
+        ));
+        let seg2 = 100 + 2 * 0xFFFF;
+        assert!(feed(&mut r, t0, 2700, seg2, false, (0, false, 12)).is_empty());
+        assert!(feed(&mut r, t0, 2750, seg2, false, (0, true, 18)).is_empty());
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn earlier_segment_finals_keep_a_long_event_alive() {
+        // Found by the loss property: the receiver first heard segment 1, then only segment
+        // 0's final copies for a while; they prove the event runs, so no timeout.
+        let t0 = origin();
+        let mut r = DtmfReceiver::new(ReceiverConfig::new(48000));
+        let seg1 = 7 + 0xFFFF;
+        assert_eq!(
+            feed(&mut r, t0, 1400, seg1, false, (3, false, 1665)),
+            vec![DtmfEvent::Began {
+                event: 3,
+                timestamp: seg1
+            }]
+        );
+        assert!(feed(&mut r, t0, 1450, 7, false, (3, false, 0xFFFF)).is_empty());
+        assert!(feed(&mut r, t0, 1500, 7, false, (3, false, 0xFFFF)).is_empty());
+        r.handle_timeout(t0 + ms(1650));
+        assert_eq!(r.poll_event(), None, "alive until 200 ms after 1500");
+        assert_eq!(r.poll_timeout(), Some(t0 + ms(1700)));
+        let end = feed(&mut r, t0, 1690, seg1, false, (3, true, 30513));
+        assert!(matches!(
+            end.as_slice(),
+            [DtmfEvent::Ended {
+                cause: EndCause::EndBit,
+                duration: 30513,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
     fn receiver_refuses_malformed_payloads_and_restarted_clocks_start_events() {
         let t0 = origin();
         let mut r = DtmfReceiver::new(ReceiverConfig::default());

@@ -1,8 +1,10 @@
 //! Sans-IO media for the SIP leg: G.711 conversion, RTP parsing and RFC 3550 receive
-//! statistics, RFC 4733 telephone-events (and the SIP INFO bodies that carry digits), and the
-//! mapping between RTP streams and RIPT media chunks. No sockets, no clocks.
+//! statistics, RFC 4733 telephone-events (and the SIP INFO bodies that carry digits), RFC 3389
+//! comfort noise, and the mapping between RTP streams and RIPT media chunks. No sockets, no
+//! clocks.
 
 pub mod chunkmap;
+pub mod cn;
 pub mod dtmf;
 pub mod g711;
 pub mod rtp;
@@ -19,4 +21,10 @@ pub enum Error {
     DtmfBody,
     #[error("no mapping for payload type {0}")]
     PayloadType(u8),
+    #[error("comfort noise payload is malformed")]
+    ComfortNoise,
+    /// Our caller asked for something this layer cannot do (a full digit queue, a character
+    /// that is no DTMF digit).
+    #[error("misuse: {0}")]
+    Misuse(&'static str),
 }

@@ -1,5 +1,6 @@
 //! The RTP shell: port pairs from a configured range, symmetric RTP with latching to the
-//! first source (comedia, RFC 4961), relays between two legs, counters and RTP timeout.
+//! first source (comedia, RFC 4961), relays between two legs, counters and RTP timeout,
+//! SRTP/SRTCP on either leg.
 
 mod ports;
 mod relay;

@@ -1,9 +1,12 @@
 //! A two-leg RTP/RTCP relay: symmetric RTP with latching, per-leg counters (RFC 3550
-//! statistics), RTP timeout. One task owns both legs' sockets and state: no per-packet
-//! locking, allocation or task hop.
+//! statistics), RTP timeout, and SRTP/SRTCP per leg (either leg may be plain, so the relay
+//! bridges SRTP ⇄ RTP). One task owns both legs' sockets and state: no per-packet locking or
+//! task hop, and no allocation unless a leg uses SRTP.
 
 use crate::ports::RtpPair;
 use media_proto::rtp::RecvStats;
+use media_proto::srtp::{SessionKeys, SrtpSession};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +31,9 @@ pub struct LegConfig {
     pub latch: Latch,
     /// RTP clock rate, for jitter in timestamp units.
     pub clock_rate: u32,
+    /// SDES keys when this peer speaks SRTP: what arrives is authenticated and decrypted
+    /// with `inbound`, what is sent to it encrypted with `outbound`. `None`: plain RTP.
+    pub srtp: Option<SessionKeys>,
 }
 
 /// Counters of one leg (what it received).
@@ -37,8 +43,14 @@ pub struct LegStats {
     pub bytes: u64,
     pub lost: i64,
     pub jitter_ms: f64,
-    /// Packets refused and not forwarded: not RTP, or from a non-latched source.
+    /// Packets refused and not forwarded: not RTP, from a non-latched source, or (plain
+    /// RTP/RTCP headed for an SRTP peer) not encryptable.
     pub dropped: u64,
+    /// SRTP packets refused by authentication or the replay check; they neither latch the
+    /// leg nor keep it alive.
+    pub srtp_failed: u64,
+    /// SRTCP packets refused likewise (not counted in `rtcp`).
+    pub srtcp_failed: u64,
     /// Packets forwarded but not counted in `packets`: RFC 3550 A.1 sequence validation had
     /// them on probation or saw a jump (a new or restarted source).
     pub unvalidated: u64,
@@ -61,6 +73,8 @@ pub enum BridgeEnd {
     },
     Stopped,
     Io,
+    /// A leg's SRTP keys were unusable.
+    Srtp,
 }
 
 enum Cmd {
@@ -83,6 +97,7 @@ impl Drop for Bridge {
 struct Leg {
     pair: RtpPair,
     cfg: LegConfig,
+    srtp: Option<SrtpSession>,
     peer: Option<SocketAddr>,
     stats: RecvStats,
     counters: LegStats,
@@ -91,43 +106,63 @@ struct Leg {
 }
 
 impl Leg {
-    fn new(pair: RtpPair, cfg: LegConfig, now: Instant) -> Self {
-        Leg {
+    fn new(pair: RtpPair, cfg: LegConfig, now: Instant) -> Result<Self, media_proto::Error> {
+        Ok(Leg {
             pair,
             peer: cfg.remote,
+            srtp: cfg.srtp.as_ref().map(SrtpSession::new).transpose()?,
             cfg,
             stats: RecvStats::default(),
             counters: LegStats::default(),
             last_rx: now,
             started: now,
-        }
+        })
     }
 
-    /// Validates and accounts one received RTP packet; returns whether to forward it.
-    fn accept_rtp(&mut self, buf: &[u8], from: SocketAddr, now: Instant) -> bool {
+    /// Validates, decrypts (SRTP) and accounts one received RTP packet; returns what to
+    /// forward, in the clear.
+    fn accept_rtp<'a>(
+        &mut self,
+        buf: &'a [u8],
+        from: SocketAddr,
+        now: Instant,
+    ) -> Option<Cow<'a, [u8]>> {
         // RFC 3550 §5.1 fixed header, version 2; RTCP demultiplexed away (RFC 5761 §4).
         let (Some(b0), Some(b1)) = (buf.first(), buf.get(1)) else {
             self.counters.dropped += 1;
-            return false;
+            return None;
         };
         if buf.len() < 12 || b0 >> 6 != 2 || (200..=204).contains(b1) {
             self.counters.dropped += 1;
-            return false;
+            return None;
         }
-        match (self.cfg.latch, self.counters.latched) {
-            (Latch::FirstSource, None) => {
-                self.counters.latched = Some(from);
-                self.peer = Some(from);
-            }
+        let latch_now = match (self.cfg.latch, self.counters.latched) {
+            (Latch::FirstSource, None) => true,
             (Latch::FirstSource, Some(l)) if l != from => {
                 self.counters.dropped += 1;
-                return false;
+                return None;
             }
             (Latch::Fixed, _) if self.cfg.remote.is_some_and(|r| r != from) => {
                 self.counters.dropped += 1;
-                return false;
+                return None;
             }
-            _ => {}
+            _ => false,
+        };
+        // Authenticate before latching: otherwise anyone who guesses the port could take the
+        // leg over with one forged packet, which is what SRTP is meant to prevent.
+        let buf = match &mut self.srtp {
+            Some(s) => match s.unprotect_rtp(buf) {
+                Ok(clear) => Cow::Owned(Vec::from(clear)),
+                Err(_) => {
+                    self.counters.srtp_failed += 1;
+                    return None;
+                }
+            },
+            None => Cow::Borrowed(buf),
+        };
+        if latch_now {
+            self.counters.latched = Some(from);
+            self.peer = Some(from);
         }
         let seq = u16::from_be_bytes([
             buf.get(2).copied().unwrap_or(0),
@@ -145,7 +180,40 @@ impl Leg {
         self.last_rx = now;
         self.stats
             .update(seq, ts, buf.len().saturating_sub(12), arrival_units);
-        true
+        Some(buf)
+    }
+
+    /// Sends one clear RTP or RTCP packet to this leg's peer, encrypting it for an SRTP peer.
+    /// Returns false when it could not be encrypted.
+    fn send(&mut self, clear: &[u8], rtcp: bool) -> bool {
+        let Some(dst) = (if rtcp { self.rtcp_peer() } else { self.peer }) else {
+            return true;
+        };
+        let sock = if rtcp {
+            &self.pair.rtcp
+        } else {
+            &self.pair.rtp
+        };
+        match &mut self.srtp {
+            None => {
+                let _ = sock.try_send_to(clear, dst);
+                true
+            }
+            Some(s) => {
+                let wire = if rtcp {
+                    s.protect_rtcp(clear)
+                } else {
+                    s.protect_rtp(clear)
+                };
+                match wire {
+                    Ok(w) => {
+                        let _ = sock.try_send_to(&w, dst);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
     }
 
     fn snapshot(&self) -> LegStats {
@@ -194,15 +262,15 @@ impl Bridge {
 const BURST: usize = 64;
 
 /// Moves RTP from `from` to `to`; `Err` on a socket error other than "nothing to read".
-fn pump_rtp(from: &mut Leg, to: &Leg, buf: &mut [u8]) -> Result<(), ()> {
+fn pump_rtp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
     for _ in 0..BURST {
         match from.pair.rtp.try_recv_from(buf) {
             Ok((n, src)) => {
                 let pkt = buf.get(..n).unwrap_or_default();
-                if from.accept_rtp(pkt, src, Instant::now())
-                    && let Some(dst) = to.peer
+                if let Some(clear) = from.accept_rtp(pkt, src, Instant::now())
+                    && !to.send(&clear, false)
                 {
-                    let _ = to.pair.rtp.try_send_to(pkt, dst);
+                    from.counters.dropped += 1;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
@@ -214,16 +282,24 @@ fn pump_rtp(from: &mut Leg, to: &Leg, buf: &mut [u8]) -> Result<(), ()> {
     Ok(())
 }
 
-fn pump_rtcp(from: &mut Leg, to: &Leg, buf: &mut [u8]) -> Result<(), ()> {
+fn pump_rtcp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
     for _ in 0..BURST {
         match from.pair.rtcp.try_recv_from(buf) {
             Ok((n, _)) => {
+                let pkt = buf.get(..n).unwrap_or_default();
+                let clear = match &mut from.srtp {
+                    Some(s) => match s.unprotect_rtcp(pkt) {
+                        Ok(c) => Cow::Owned(Vec::from(c)),
+                        Err(_) => {
+                            from.counters.srtcp_failed += 1;
+                            continue;
+                        }
+                    },
+                    None => Cow::Borrowed(pkt),
+                };
                 from.counters.rtcp += 1;
-                if let Some(dst) = to.rtcp_peer() {
-                    let _ = to
-                        .pair
-                        .rtcp
-                        .try_send_to(buf.get(..n).unwrap_or_default(), dst);
+                if !to.send(&clear, true) {
+                    from.counters.dropped += 1;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
@@ -243,16 +319,17 @@ async fn run(
     mut cmd: mpsc::Receiver<Cmd>,
 ) -> BridgeEnd {
     let now = Instant::now();
-    let mut a = Leg::new(a, a_cfg, now);
-    let mut b = Leg::new(b, b_cfg, now);
+    let (Ok(mut a), Ok(mut b)) = (Leg::new(a, a_cfg, now), Leg::new(b, b_cfg, now)) else {
+        return BridgeEnd::Srtp;
+    };
     let mut buf = [0u8; 2048];
     loop {
         let deadline = a.last_rx.min(b.last_rx) + timeout;
         let step = tokio::select! {
-            r = a.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut a, &b, &mut buf)),
-            r = b.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut b, &a, &mut buf)),
-            r = a.pair.rtcp.readable() => r.map_err(drop).and_then(|()| pump_rtcp(&mut a, &b, &mut buf)),
-            r = b.pair.rtcp.readable() => r.map_err(drop).and_then(|()| pump_rtcp(&mut b, &a, &mut buf)),
+            r = a.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut a, &mut b, &mut buf)),
+            r = b.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut b, &mut a, &mut buf)),
+            r = a.pair.rtcp.readable() => r.map_err(drop).and_then(|()| pump_rtcp(&mut a, &mut b, &mut buf)),
+            r = b.pair.rtcp.readable() => r.map_err(drop).and_then(|()| pump_rtcp(&mut b, &mut a, &mut buf)),
             c = cmd.recv() => match c {
                 Some(Cmd::Stats(r)) => {
                     let _ = r.send(BridgeStats { a: a.snapshot(), b: b.snapshot() });

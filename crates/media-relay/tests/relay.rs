@@ -77,11 +77,13 @@ async fn relays_both_ways_latches_refuses_hijack_and_counts_loss() {
         remote: Some("127.0.0.1:9".parse().unwrap()),
         latch: Latch::FirstSource,
         clock_rate: 8000,
+        srtp: None,
     };
     let cfg_b = LegConfig {
         remote: Some(peer_b.local_addr().unwrap()),
         latch: Latch::Fixed,
         clock_rate: 8000,
+        srtp: None,
     };
     let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30));
     let to_a = SocketAddr::new(LO, port_a);
@@ -158,6 +160,7 @@ async fn rtp_timeout_ends_the_bridge() {
         remote: None,
         latch: Latch::FirstSource,
         clock_rate: 8000,
+        srtp: None,
     };
     let mut bridge = Bridge::start(leg_a, cfg, leg_b, cfg, Duration::from_millis(200));
     let end = within(bridge.ended()).await;
@@ -165,4 +168,193 @@ async fn rtp_timeout_ends_the_bridge() {
         matches!(end, media_relay::BridgeEnd::Timeout { .. }),
         "{end:?}"
     );
+}
+
+mod srtp {
+    use super::*;
+    use media_proto::srtp::{MasterKey, SessionKeys, SrtpSession, Suite};
+
+    /// Four pairs per test, away from the plain tests' ranges.
+    fn range(slot: u16) -> PortRange {
+        let base = 42000 + (std::process::id() % 1000) as u16 * 16 + slot * 8;
+        PortRange::new(base, base + 7).unwrap()
+    }
+
+    /// The relay's keys for its SRTP leg and the peer's mirror image of them.
+    fn keys(suite: Suite) -> (SessionKeys, SrtpSession) {
+        let peer = MasterKey::new(suite, &vec![0x11; suite.key_salt_len()]).unwrap();
+        let relay = MasterKey::new(suite, &vec![0x22; suite.key_salt_len()]).unwrap();
+        let leg = SessionKeys {
+            inbound: peer,
+            outbound: relay,
+        };
+        let peer_session = SrtpSession::new(&SessionKeys {
+            inbound: relay,
+            outbound: peer,
+        })
+        .unwrap();
+        (leg, peer_session)
+    }
+
+    fn rr(ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 201, 0, 1];
+        p.extend(ssrc.to_be_bytes());
+        p
+    }
+
+    async fn stats_when(
+        bridge: &Bridge,
+        done: impl Fn(&media_relay::BridgeStats) -> bool,
+    ) -> media_relay::BridgeStats {
+        within(async {
+            loop {
+                let s = bridge.stats().await.unwrap();
+                if done(&s) {
+                    return s;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn bridges_srtp_to_plain_rtp_and_srtcp_to_rtcp_both_ways() {
+        for (slot, suite) in [Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm]
+            .into_iter()
+            .enumerate()
+        {
+            let alloc = PortAllocator::new(LO, range(slot as u16));
+            let (leg_a, leg_b) = (alloc.allocate().unwrap(), alloc.allocate().unwrap());
+            // The peers need RTCP on the next port too: give them pairs of their own.
+            let (peer_a, peer_b) = (alloc.allocate().unwrap(), alloc.allocate().unwrap());
+            let (leg_keys, mut peer_srtp) = keys(suite);
+            let cfg_a = LegConfig {
+                remote: Some(peer_a.rtp.local_addr().unwrap()),
+                latch: Latch::FirstSource,
+                clock_rate: 8000,
+                srtp: Some(leg_keys),
+            };
+            let cfg_b = LegConfig {
+                remote: Some(peer_b.rtp.local_addr().unwrap()),
+                latch: Latch::Fixed,
+                clock_rate: 8000,
+                srtp: None,
+            };
+            let (to_a, to_b) = (
+                SocketAddr::new(LO, leg_a.port),
+                SocketAddr::new(LO, leg_b.port),
+            );
+            let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30));
+            let mut buf = [0u8; 2048];
+            for seq in 0..5u16 {
+                let clear = rtp(seq, u32::from(seq) * 160);
+                let wire = peer_srtp.protect_rtp(&clear).unwrap();
+                assert_ne!(wire[..], clear[..]);
+                peer_a.rtp.send_to(&wire, to_a).await.unwrap();
+                let (n, _) = within(peer_b.rtp.recv_from(&mut buf)).await.unwrap();
+                assert_eq!(&buf[..n], &clear[..], "{suite}: B gets plain RTP");
+                let back = rtp(1000 + seq, 0);
+                peer_b.rtp.send_to(&back, to_b).await.unwrap();
+                let (n, _) = within(peer_a.rtp.recv_from(&mut buf)).await.unwrap();
+                assert_eq!(
+                    &peer_srtp.unprotect_rtp(&buf[..n]).unwrap()[..],
+                    &back[..],
+                    "{suite}: A gets SRTP"
+                );
+            }
+            let srtcp = peer_srtp.protect_rtcp(&rr(7)).unwrap();
+            peer_a
+                .rtcp
+                .send_to(&srtcp, SocketAddr::new(LO, to_a.port() + 1))
+                .await
+                .unwrap();
+            let (n, _) = within(peer_b.rtcp.recv_from(&mut buf)).await.unwrap();
+            assert_eq!(&buf[..n], &rr(7)[..], "{suite}: B gets plain RTCP");
+            peer_b
+                .rtcp
+                .send_to(&rr(8), SocketAddr::new(LO, to_b.port() + 1))
+                .await
+                .unwrap();
+            let (n, _) = within(peer_a.rtcp.recv_from(&mut buf)).await.unwrap();
+            assert_eq!(
+                &peer_srtp.unprotect_rtcp(&buf[..n]).unwrap()[..],
+                &rr(8)[..]
+            );
+            let s = stats_when(&bridge, |s| s.a.rtcp == 1 && s.b.rtcp == 1).await;
+            assert_eq!(s.a.packets + s.a.unvalidated, 5);
+            assert_eq!(
+                s.a.bytes,
+                s.a.packets * 160,
+                "payload bytes counted in the clear"
+            );
+            assert_eq!((s.a.srtp_failed, s.a.srtcp_failed, s.a.dropped), (0, 0, 0));
+        }
+    }
+
+    #[tokio::test]
+    async fn forged_and_replayed_srtp_is_counted_dropped_and_never_latches() {
+        let suite = Suite::AesCm128HmacSha1_32;
+        let alloc = PortAllocator::new(LO, range(2));
+        let (leg_a, leg_b) = (alloc.allocate().unwrap(), alloc.allocate().unwrap());
+        let (peer_a, peer_b) = (alloc.allocate().unwrap(), alloc.allocate().unwrap());
+        let (leg_keys, mut peer_srtp) = keys(suite);
+        // The intruder knows the suite but not the key.
+        let wrong = MasterKey::new(suite, &vec![0x33; suite.key_salt_len()]).unwrap();
+        let mut intruder_srtp = SrtpSession::new(&SessionKeys {
+            inbound: wrong,
+            outbound: wrong,
+        })
+        .unwrap();
+        let cfg_a = LegConfig {
+            remote: None,
+            latch: Latch::FirstSource,
+            clock_rate: 8000,
+            srtp: Some(leg_keys),
+        };
+        let cfg_b = LegConfig {
+            remote: Some(peer_b.rtp.local_addr().unwrap()),
+            latch: Latch::Fixed,
+            clock_rate: 8000,
+            srtp: None,
+        };
+        let to_a = SocketAddr::new(LO, leg_a.port);
+        let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30));
+        let intruder = UdpSocket::bind((LO, 0)).await.unwrap();
+        // First to arrive, but forged: no latch, nothing forwarded.
+        let forged = intruder_srtp.protect_rtp(&rtp(1, 160)).unwrap();
+        intruder.send_to(&forged, to_a).await.unwrap();
+        // A genuine packet's tag cut short.
+        let genuine = peer_srtp.protect_rtp(&rtp(2, 320)).unwrap();
+        intruder
+            .send_to(&genuine[..genuine.len() - 1], to_a)
+            .await
+            .unwrap();
+        let s = stats_when(&bridge, |s| s.a.srtp_failed == 2).await;
+        assert_eq!(s.a.latched, None, "a forged packet must not latch the leg");
+        // The genuine packet latches to its sender and is forwarded in the clear.
+        peer_a.rtp.send_to(&genuine, to_a).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = within(peer_b.rtp.recv_from(&mut buf)).await.unwrap();
+        assert_eq!(&buf[..n], &rtp(2, 320)[..]);
+        // Replayed by its own sender: refused.
+        peer_a.rtp.send_to(&genuine, to_a).await.unwrap();
+        // Forged SRTCP on the RTCP port.
+        let forged_rtcp = intruder_srtp.protect_rtcp(&rr(1)).unwrap();
+        peer_a
+            .rtcp
+            .send_to(&forged_rtcp, SocketAddr::new(LO, to_a.port() + 1))
+            .await
+            .unwrap();
+        // The next genuine packet proves the ones before were processed (one task, in order
+        // per socket) and that the refusals did not disturb the stream.
+        let next = peer_srtp.protect_rtp(&rtp(3, 480)).unwrap();
+        peer_a.rtp.send_to(&next, to_a).await.unwrap();
+        let (n, _) = within(peer_b.rtp.recv_from(&mut buf)).await.unwrap();
+        assert_eq!(&buf[..n], &rtp(3, 480)[..], "the replay was not forwarded");
+        let s = stats_when(&bridge, |s| s.a.srtcp_failed == 1).await;
+        assert_eq!(s.a.srtp_failed, 3, "forged, truncated, replayed");
+        assert_eq!(s.a.latched, Some(peer_a.rtp.local_addr().unwrap()));
+        assert_eq!((s.a.rtcp, s.a.dropped), (0, 0));
+    }
 }

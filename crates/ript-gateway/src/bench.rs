@@ -543,6 +543,7 @@ fn start_forwarder(
         remote: Some(ua),
         latch: Latch::FirstSource,
         clock_rate: CLOCK_RATE,
+        srtp: None,
     };
     for pair in uas.chunks_exact(2) {
         let &[ua_a, ua_b] = pair else { continue };

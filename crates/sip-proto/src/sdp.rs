@@ -93,13 +93,31 @@ pub struct Crypto {
 }
 
 impl Crypto {
+    /// `None` also for lines we could not honour: an MKI or several keys change the SRTP
+    /// packet format (RFC 4568 §9.1), and session parameters other than a window-size hint,
+    /// `KDR=0` or an ignorable `-` extension change the transform (§6.3); media-proto's SRTP
+    /// supports neither, so the answerer must pick another line or refuse.
     fn parse(v: &str) -> Option<Crypto> {
         let mut it = v.split_whitespace();
         let tag = it.next()?.parse().ok()?;
         let suite = it.next()?.to_owned();
         let params = it.next()?;
+        if params.contains(';') {
+            return None;
+        }
         let inline = params.strip_prefix("inline:")?;
-        let key_b64 = inline.split('|').next()?;
+        let mut parts = inline.split('|');
+        let key_b64 = parts.next()?;
+        if parts.any(|p| p.contains(':')) {
+            return None;
+        }
+        let harmless = |p: &str| {
+            let up = p.to_ascii_uppercase();
+            up.starts_with("WSH=") || up == "KDR=0" || p.starts_with('-')
+        };
+        if !it.all(harmless) {
+            return None;
+        }
         let key_salt = B64.decode(key_b64).ok()?;
         Some(Crypto {
             tag,
@@ -616,7 +634,7 @@ mod tests {
         let key = B64.encode([1u8; 30]);
         let savp = OFFER
             .replace("RTP/AVP 8 0 96 101", "RTP/SAVP 0 101")
-            .replace("a=ptime:20\r\n", &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{key}\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^20|1:4\r\n"));
+            .replace("a=ptime:20\r\n", &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{key}\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^20\r\n"));
         let offer = Sdp::parse(savp.as_bytes()).unwrap();
         let (ans, plan) = answer(&offer, &local()).unwrap();
         let (suite, theirs, ours) = plan.srtp.unwrap();
@@ -632,6 +650,39 @@ mod tests {
         let mut off = local();
         off.srtp = SrtpMode::Off;
         assert_eq!(answer(&offer, &off).unwrap_err(), SdpError::NotAcceptable);
+    }
+
+    #[test]
+    fn sdes_lines_we_cannot_honour_are_not_chosen() {
+        let key = B64.encode([1u8; 30]);
+        let unusable = [
+            format!("inline:{key}|2^20|1:4"),
+            format!("inline:{key}|1:4"),
+            format!("inline:{key}|2^20|1:4;inline:{key}|2^20|2:4"),
+            format!("inline:{key} UNENCRYPTED_SRTCP"),
+            format!("inline:{key} KDR=1"),
+        ];
+        for params in &unusable {
+            // The better suite with an unusable key loses to the plainer usable one.
+            let savp = OFFER
+                .replace("RTP/AVP 8 0 96 101", "RTP/SAVP 0 101")
+                .replace("a=ptime:20\r\n", &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{key}\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 {params}\r\n"));
+            let offer = Sdp::parse(savp.as_bytes()).unwrap();
+            assert_eq!(offer.media[0].crypto.len(), 1, "{params}");
+            let (ans, plan) = answer(&offer, &local()).unwrap();
+            assert_eq!(plan.srtp.unwrap().0, "AES_CM_128_HMAC_SHA1_32", "{params}");
+            assert_eq!(ans.media[0].crypto[0].tag, 1, "{params}");
+        }
+        // Tolerated: a lifetime, a window-size hint, KDR=0, an ignorable extension.
+        let ok = OFFER
+            .replace("RTP/AVP 8 0 96 101", "RTP/SAVP 0 101")
+            .replace(
+                "a=ptime:20\r\n",
+                &format!(
+                    "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^31 WSH=64 KDR=0 -X\r\n"
+                ),
+            );
+        assert_eq!(Sdp::parse(ok.as_bytes()).unwrap().media[0].crypto.len(), 1);
     }
 
     #[test]

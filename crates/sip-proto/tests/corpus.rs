@@ -165,7 +165,9 @@ fn seeds_reach_the_success_paths() {
                 let (_, plan) = sdp::answer(&offer, &fuzzing::sdp_local())
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
                 if name.starts_with("savp") {
-                    assert_eq!(plan.srtp.unwrap().0, "AEAD_AES_128_GCM");
+                    // The seed's GCM line asks for UNENCRYPTED_SRTCP (and its SHA1_32 line
+                    // has an MKI), which media-proto's SRTP cannot honour.
+                    assert_eq!(plan.srtp.unwrap().0, "AES_CM_128_HMAC_SHA1_80");
                 }
             }
         }

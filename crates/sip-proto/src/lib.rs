@@ -7,4 +7,5 @@ pub mod fuzzing;
 pub mod layer;
 pub mod msg;
 pub mod sdp;
+pub mod session;
 pub mod txn;

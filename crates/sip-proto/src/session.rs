@@ -988,7 +988,7 @@ impl InviteSession {
     pub fn handle_request(&mut self, now: Instant, txn: TxnId, req: &Request) {
         match req.method() {
             Method::Ack => return self.handle_ack(now, req),
-            Method::Cancel => return self.on_cancel(txn, req),
+            Method::Cancel => return self.on_cancel(now, txn, req),
             _ => {}
         }
         if self.state == SessionState::Terminated || !self.in_dialog(req) {
@@ -1476,18 +1476,30 @@ impl InviteSession {
     // ---------------------------------------------------------------------------------
     // UAS of in-dialog requests
 
-    fn on_cancel(&mut self, txn: TxnId, req: &Request) {
-        let matches = self.role == Role::Uas
-            && req
-                .headers()
-                .cseq()
-                .is_ok_and(|(s, _)| s == self.invite_seq)
-            && req.headers().top_via().ok().and_then(|v| v.branch)
-                == self.invite.headers().top_via().ok().and_then(|v| v.branch);
-        if !matches {
+    fn on_cancel(&mut self, now: Instant, txn: TxnId, req: &Request) {
+        // RFC 3261 §9.2: a CANCEL matches the INVITE with its branch and CSeq number.
+        let key = |r: &Request| {
+            let h = r.headers();
+            (
+                h.cseq().ok().map(|c| c.0),
+                h.top_via().ok().and_then(|v| v.branch),
+            )
+        };
+        let theirs = self
+            .theirs
+            .as_ref()
+            .is_some_and(|t| t.req.method() == &Method::Invite && key(&t.req) == key(req));
+        if theirs {
+            // Their pending re-INVITE: cancelled, the old session stays.
+            self.reply(txn, req, 200, &[]);
+            self.oa = Oa::Idle;
+            let _ = self.finish_theirs(now, 487, None);
+            return;
+        }
+        if self.role != Role::Uas || key(&self.invite) != key(req) {
             return self.reply(txn, req, 481, &[]);
         }
-        // RFC 3261 §9.2: 200 to the CANCEL; 487 to the INVITE if it has no final response.
+        // 200 to the CANCEL; 487 to the INVITE if it has no final response.
         self.reply(txn, req, 200, &[]);
         if self.state == SessionState::Early {
             self.reliable = None;

@@ -1003,6 +1003,55 @@ fn rfc3311_5_2_update_while_their_offer_is_unanswered_gets_500_retry_after() {
 }
 
 #[test]
+fn rfc3261_9_2_cancel_of_a_pending_reinvite_keeps_the_call() {
+    let mut w = World::call(cfg_a(), cfg_b());
+    w.act(Side::A, |s, now| {
+        s.reinvite(now, Some(sdp(2, 4000, "sendonly")))
+    });
+    w.settle();
+    // The callee's app has not answered yet; the caller's side cancels the re-INVITE.
+    let re = w.last(Side::A, req(Method::Invite));
+    let h = re.headers();
+    let mut cancel = Request::new(Method::Cancel, re.as_request().unwrap().uri()).unwrap();
+    for name in ["Via", "From", "To", "Call-ID"] {
+        cancel
+            .headers_mut()
+            .push(name, h.get(name).unwrap())
+            .unwrap();
+    }
+    let seq = h.cseq().unwrap().0;
+    cancel
+        .headers_mut()
+        .push("CSeq", &format!("{seq} CANCEL"))
+        .unwrap();
+    w.inject(Side::B, cancel);
+    assert_eq!(w.sent(Side::B, resp(200, Method::Cancel)).len(), 1);
+    assert_eq!(w.sent(Side::B, resp(487, Method::Invite)).len(), 1);
+    assert!(has(
+        &w.events(Side::A),
+        &SessionEvent::OfferRejected { status: 487 }
+    ));
+    // Both sides can offer again; the call is up.
+    let now = w.now;
+    assert_eq!(
+        w.session(Side::B).answer(now, answer()),
+        Err(SessionError::State("no offer awaits an answer"))
+    );
+    w.b.auto_answer = Some(sdp(3, 5000, "sendrecv"));
+    w.act(Side::A, |s, now| {
+        s.reinvite(now, Some(sdp(3, 4000, "sendrecv")))
+    });
+    w.settle();
+    assert!(has(
+        &w.events(Side::A),
+        &SessionEvent::RemoteAnswer {
+            body: sdp(3, 5000, "sendrecv")
+        }
+    ));
+    assert!(w.ended(Side::A).is_none() && w.ended(Side::B).is_none());
+}
+
+#[test]
 fn rfc3261_14_offerless_reinvite_offer_in_2xx_answer_in_ack() {
     let mut w = World::call(cfg_a(), cfg_b());
     w.act(Side::A, |s, now| s.reinvite(now, None));

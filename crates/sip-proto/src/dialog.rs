@@ -226,6 +226,41 @@ impl Dialog {
             self.invite_in_progress = true;
         }
         self.local_seq = self.local_seq.saturating_add(1);
+        self.build(method, self.local_seq, via, branch)
+    }
+
+    /// The ACK of a 2xx to the INVITE numbered `invite_seq` (§13.2.2.4): that CSeq number,
+    /// its own `branch`, the route set. It uses no CSeq number of its own.
+    pub fn ack(&self, invite_seq: u32, via: &str, branch: &str) -> Result<Request, DialogError> {
+        self.build(Method::Ack, invite_seq, via, branch)
+    }
+
+    /// UAC: the 2xx that confirms an early dialog recomputes its route set and remote target
+    /// (§13.2.2.4); the CSeq space (PRACK, UPDATE already sent) is kept.
+    pub fn confirm_with(&mut self, resp: &Response) -> Result<(), DialogError> {
+        let mut routes = uris(resp.headers().record_routes()?);
+        routes.reverse();
+        self.remote_target = contact_uri(resp.headers().contacts())?;
+        self.route_set = routes;
+        self.confirm();
+        Ok(())
+    }
+
+    /// A 2xx to our target refresh request (re-INVITE, UPDATE) replaces the remote target
+    /// (§12.2.1.2); a response without a usable Contact leaves it.
+    pub fn refresh_target(&mut self, resp: &Response) {
+        if let Ok(t) = contact_uri(resp.headers().contacts()) {
+            self.remote_target = t;
+        }
+    }
+
+    fn build(
+        &self,
+        method: Method,
+        seq: u32,
+        via: &str,
+        branch: &str,
+    ) -> Result<Request, DialogError> {
         let mut r = Request::new(method.clone(), &self.remote_target)?
             .with_header("Via", &format!("{via};branch={branch}"))?
             .with_header("Max-Forwards", "70")?
@@ -238,7 +273,7 @@ impl Dialog {
                 &format!("<{}>;tag={}", self.remote_uri, self.id.remote_tag),
             )?
             .with_header("Call-ID", &self.id.call_id)?
-            .with_header("CSeq", &format!("{} {}", self.local_seq, method.as_str()))?;
+            .with_header("CSeq", &format!("{seq} {}", method.as_str()))?;
         for route in &self.route_set {
             r = r.with_header("Route", route)?;
         }
@@ -436,5 +471,43 @@ mod tests {
         assert_eq!(d.id.remote_tag, "b0b");
         let no_tag = Response::for_request(&inv, 100, "Trying", "x").unwrap();
         assert!(Dialog::uac(&inv, &no_tag).is_err(), "a 100 has no To tag");
+    }
+
+    #[test]
+    fn rfc3261_13_2_2_4_2xx_confirms_the_early_dialog_and_keeps_its_cseq_space() {
+        let inv = invite();
+        let ringing =
+            creating_response(&inv, 180, "Ringing", "b0b", "<sip:bob@192.0.2.4>").unwrap();
+        let mut d = Dialog::uac(&inv, &ringing).unwrap();
+        let prack = d
+            .new_request(Method::Prack, "SIP/2.0/UDP h", "z9hG4bK-p")
+            .unwrap();
+        assert_eq!(prack.headers().cseq().unwrap().0, 314160);
+        let mut ok = Response::for_request(&inv, 200, "OK", "b0b").unwrap();
+        ok.headers_mut()
+            .push("Record-Route", "<sip:p9.example.com;lr>")
+            .unwrap();
+        ok.headers_mut()
+            .push("Contact", "<sip:bob@198.51.100.9>")
+            .unwrap();
+        d.confirm_with(&ok).unwrap();
+        assert_eq!(d.state, DialogState::Confirmed);
+        assert_eq!(d.route_set(), &["<sip:p9.example.com;lr>"]);
+        assert_eq!(d.remote_target(), "sip:bob@198.51.100.9");
+        // The ACK reuses the INVITE's number; the next request continues after the PRACK.
+        let ack = d.ack(314159, "SIP/2.0/UDP h", "z9hG4bK-a").unwrap();
+        assert_eq!(ack.headers().cseq().unwrap(), (314159, Method::Ack));
+        assert_eq!(ack.uri(), "sip:bob@198.51.100.9");
+        let bye = d
+            .new_request(Method::Bye, "SIP/2.0/UDP h", "z9hG4bK-b")
+            .unwrap();
+        assert_eq!(bye.headers().cseq().unwrap().0, 314161);
+        let mut moved = ok.clone();
+        moved
+            .headers_mut()
+            .set("Contact", "<sip:bob@203.0.113.1>")
+            .unwrap();
+        d.refresh_target(&moved);
+        assert_eq!(d.remote_target(), "sip:bob@203.0.113.1");
     }
 }

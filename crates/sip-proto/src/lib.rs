@@ -8,4 +8,5 @@ pub mod layer;
 pub mod msg;
 pub mod register;
 pub mod sdp;
+pub mod session;
 pub mod txn;

@@ -169,8 +169,11 @@ impl<M: Clone> ClientInvite<M> {
     ) {
         match (self.state, class(code)) {
             (IctState::Calling | IctState::Proceeding, 1) => {
+                // RFC 3261 §17.1.1.2 (figure 5): Timer B runs in Calling only; a ringing call
+                // is ended by the TU's CANCEL, not by the transaction.
                 self.state = IctState::Proceeding;
                 self.timers.cancel(Timer::A);
+                self.timers.cancel(Timer::B);
                 self.out.push_back(Output::Deliver(resp));
             }
             (IctState::Calling | IctState::Proceeding, 2) => {
@@ -235,7 +238,7 @@ impl<M: Clone> ClientInvite<M> {
                     self.a_interval *= 2;
                     self.timers.set(Timer::A, now + self.a_interval);
                 }
-                (Timer::B, IctState::Calling | IctState::Proceeding) => {
+                (Timer::B, IctState::Calling) => {
                     self.out.push_back(Output::Timeout(Timer::B));
                     self.terminate();
                 }

@@ -796,9 +796,12 @@ fn rfc3262_3_no_prack_within_64_t1_rejects_the_invite() {
         w.sent(Side::B, resp(504, Method::Invite)).first(),
         Some(&secs(32))
     );
-    // The caller ends at 32 s too: by the 504, or by its INVITE transaction's Timer B,
-    // which txn.rs also runs in Proceeding (RFC 3261 §17.1.1.2 runs it only in Calling).
-    assert_eq!(w.ended(Side::A).map(|e| e.0), Some(secs(32)));
+    // The caller ends at 32 s too, by the 504 (its INVITE transaction runs no Timer B once
+    // a provisional has arrived, RFC 3261 §17.1.1.2).
+    assert_eq!(
+        w.ended(Side::A),
+        Some((secs(32), EndReason::Rejected, Some(504)))
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //!
 //! Timings are the benchmark thread's CPU time per 20 ms frame over a generated signal (a
 //! voice-like pitched, formant-filtered pulse train with syllable envelope and pauses); each
-//! figure is the minimum and the median of several repetitions.
+//! figure is the minimum and the median of 7 repetitions of at least 0.4 s of CPU each.
 // Bench arithmetic on fixed-size, locally built buffers; a slip is a bench bug, not input.
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,7 +28,7 @@ fn main() {
     let sine = sine_1k(seconds * RATE);
     let frames = voice.len() / FRAME;
     println!(
-        "opus bench: mono, 8 kHz PCM in/out, 20 ms frames, VOIP, {} kbit/s VBR; {} s signal = {} frames x {} repetitions (min / median)",
+        "opus bench: mono, 8 kHz PCM in/out, 20 ms frames, VOIP, {} kbit/s VBR; {} s signal = {} frames; CPU µs per frame, min / median of {} repetitions",
         BITRATE / 1000,
         seconds,
         frames,
@@ -106,13 +106,10 @@ fn main() {
         );
     }
 
-    let sine_kbps = |p: &[Vec<u8>]| {
-        p.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 / (p.len() as f64 * 0.02) / 1000.0
-    };
     println!(
         "bit rate on the sine: libopus {:.1} kbit/s, opus-rs {:.1} kbit/s",
-        sine_kbps(&lib_sine),
-        sine_kbps(&rs_sine)
+        kbps(&lib_sine),
+        kbps(&rs_sine)
     );
 
     println!();
@@ -132,27 +129,26 @@ fn main() {
         .map(|&s| media_proto::g711::linear_to_ulaw(s))
         .collect();
     let config = TranscoderConfig::default();
-    let mut enc_times = Vec::new();
-    let mut dec_times = Vec::new();
+    let mut to_opus = G711ToOpus::new(G711Law::Ulaw, &config, 0).unwrap();
+    let mut ts8 = 0u32;
     let mut packets = Vec::new();
-    for _ in 0..REPS {
-        let mut to_opus = G711ToOpus::new(G711Law::Ulaw, &config, 0).unwrap();
+    let e = measure(|| {
         packets.clear();
-        let t = Clock::start();
-        for (i, chunk) in ulaw.chunks_exact(FRAME).enumerate() {
-            let mut out = to_opus.transcode((i * FRAME) as u32, chunk).unwrap();
-            packets.push(out.pop().unwrap().payload);
+        for chunk in ulaw.chunks_exact(FRAME) {
+            let out = to_opus.transcode(ts8, chunk).unwrap();
+            ts8 = ts8.wrapping_add(FRAME as u32);
+            packets.extend(out);
         }
-        enc_times.push(per_frame(t, frames));
-        let mut to_g711 = OpusToG711::new(G711Law::Ulaw, 0).unwrap();
-        let t = Clock::start();
-        for (i, p) in packets.iter().enumerate() {
-            let out = to_g711.transcode((i * FRAME * 6) as u32, p).unwrap();
+        frames
+    });
+    let mut to_g711 = OpusToG711::new(G711Law::Ulaw, 0).unwrap();
+    let d = measure(|| {
+        for p in &packets {
+            let out = to_g711.transcode(p.timestamp, &p.payload).unwrap();
             std::hint::black_box(out);
         }
-        dec_times.push(per_frame(t, frames));
-    }
-    let (e, d) = (Stat::of(enc_times), Stat::of(dec_times));
+        packets.len()
+    });
     println!(
         "G711ToOpus {e} µs/frame, OpusToG711 {d} µs/frame; one call (both directions) {:.1} µs per 20 ms = {:.0} calls per core",
         e.min + d.min,
@@ -301,19 +297,23 @@ fn cpu_ns() -> u64 {
         .expect("/proc/thread-self/schedstat")
 }
 
-#[derive(Clone, Copy)]
-struct Clock {
-    cpu: u64,
-}
+/// The thread's CPU time advances in scheduler ticks (4 ms here), so each repetition runs
+/// whole passes over the signal until it has used at least this much.
+const MIN_REP_NS: u64 = 400_000_000;
 
-impl Clock {
-    fn start() -> Clock {
-        Clock { cpu: cpu_ns() }
+/// Runs `pass` (one pass over the signal, returning its frame count) until a repetition has
+/// used `MIN_REP_NS` of CPU, `REPS` times; µs of CPU per frame, min and median.
+fn measure(mut pass: impl FnMut() -> usize) -> Stat {
+    let mut per_frame = Vec::with_capacity(REPS);
+    for _ in 0..REPS {
+        let start = cpu_ns();
+        let mut frames = 0;
+        while cpu_ns() - start < MIN_REP_NS {
+            frames += pass();
+        }
+        per_frame.push((cpu_ns() - start) as f64 / 1e3 / frames as f64);
     }
-}
-
-fn per_frame(start: Clock, frames: usize) -> f64 {
-    (cpu_ns() - start.cpu) as f64 / 1e3 / frames as f64
+    Stat::of(per_frame)
 }
 
 fn lib_encoder(complexity: Option<u8>) -> LibEncoder {
@@ -387,80 +387,66 @@ fn f32_to_i16(f: &[f32], o: &mut [i16]) {
 }
 
 fn bench_libopus(pcm: &[i16], complexity: Option<u8>) -> Result3 {
-    let frames = pcm.len() / FRAME;
+    let packets = lib_encode(pcm, complexity);
     let mut buf = [0u8; 1500];
-    let mut enc_t = Vec::new();
-    let mut bytes = 0usize;
-    let mut packets: Vec<Vec<u8>> = Vec::with_capacity(frames);
-    for rep in 0..REPS {
-        let e = lib_encoder(complexity);
-        let t = Clock::start();
+    let e = lib_encoder(complexity);
+    let encode = measure(|| {
         for f in pcm.chunks_exact(FRAME) {
             let n = e.encode(f, &mut buf).unwrap();
-            if rep == 0 {
-                bytes += n;
-                packets.push(buf[..n].to_vec());
-            }
             std::hint::black_box(&buf[..n]);
         }
-        enc_t.push(per_frame(t, frames));
-    }
-    let mut dec_t = Vec::new();
+        pcm.len() / FRAME
+    });
     let mut out = [0i16; FRAME];
-    for _ in 0..REPS {
-        let mut d = LibDecoder::new(SampleRate::Hz8000, Channels::Mono).unwrap();
-        let t = Clock::start();
+    let mut d = LibDecoder::new(SampleRate::Hz8000, Channels::Mono).unwrap();
+    let decode = measure(|| {
         for p in &packets {
             let n = d.decode(Some(&p[..]), &mut out[..], false).unwrap();
             std::hint::black_box((n, &out));
         }
-        dec_t.push(per_frame(t, frames));
-    }
+        packets.len()
+    });
     Result3 {
-        encode: Stat::of(enc_t),
-        decode: Stat::of(dec_t),
-        kbps: bytes as f64 * 8.0 / (frames as f64 * 0.02) / 1000.0,
+        encode,
+        decode,
+        kbps: kbps(&packets),
     }
 }
 
 fn bench_opus_rs(pcm: &[i16], complexity: Option<u8>) -> Result3 {
-    let frames = pcm.len() / FRAME;
+    let packets = rs_encode(pcm, complexity);
     let mut buf = [0u8; 1500];
-    let mut enc_t = Vec::new();
-    let mut bytes = 0usize;
-    let mut packets: Vec<Vec<u8>> = Vec::with_capacity(frames);
-    for rep in 0..REPS {
-        let mut e = rs_encoder(complexity);
-        let t = Clock::start();
+    let mut e = rs_encoder(complexity);
+    let encode = measure(|| {
         for f in pcm.chunks_exact(FRAME) {
             let n = e.encode_i16(f, FRAME, &mut buf).unwrap();
-            if rep == 0 {
-                bytes += n;
-                packets.push(buf[..n].to_vec());
-            }
             std::hint::black_box(&buf[..n]);
         }
-        enc_t.push(per_frame(t, frames));
-    }
-    let mut dec_t = Vec::new();
+        pcm.len() / FRAME
+    });
     let mut f = [0f32; FRAME];
     let mut out = [0i16; FRAME];
-    for _ in 0..REPS {
-        let mut d = opus_rs::OpusDecoder::new(8000, 1).unwrap();
-        let t = Clock::start();
+    let mut d = opus_rs::OpusDecoder::new(8000, 1).unwrap();
+    let decode = measure(|| {
         for p in &packets {
             // opus-rs decodes to f32 only; the conversion to i16 for G.711 is part of its cost.
             let n = d.decode(p, FRAME, &mut f).unwrap();
             f32_to_i16(&f, &mut out);
             std::hint::black_box((n, &out));
         }
-        dec_t.push(per_frame(t, frames));
-    }
+        packets.len()
+    });
     Result3 {
-        encode: Stat::of(enc_t),
-        decode: Stat::of(dec_t),
-        kbps: bytes as f64 * 8.0 / (frames as f64 * 0.02) / 1000.0,
+        encode,
+        decode,
+        kbps: kbps(&packets),
     }
+}
+
+fn kbps(packets: &[Vec<u8>]) -> f64 {
+    packets.iter().map(Vec::len).sum::<usize>() as f64 * 8.0
+        / (packets.len() as f64 * 0.02)
+        / 1000.0
 }
 
 struct Cmp {

@@ -21,8 +21,10 @@ pub struct OpusToG711 {
     timestamps: Option<TimestampMap>,
     out_base: u32,
     pcm: Vec<i16>,
-    /// 48 kHz timestamp right after the last audio produced, and that audio's duration.
-    next: Option<(u32, u32)>,
+    /// 48 kHz timestamp right after the last audio produced.
+    next: Option<u32>,
+    /// Duration of the peer's last packet in 48 kHz ticks: what an empty payload stands for.
+    frame_ticks: u32,
 }
 
 impl std::fmt::Debug for OpusToG711 {
@@ -48,13 +50,14 @@ impl OpusToG711 {
             out_base,
             pcm: vec![0; MAX_SAMPLES],
             next: None,
+            frame_ticks: DEFAULT_FRAME_TICKS,
         })
     }
 
     /// The 48 kHz timestamp the next packet should carry if nothing was lost: a later one
     /// means a gap to [`conceal`](Self::conceal) (or a DTX pause to leave silent).
     pub fn expected_timestamp(&self) -> Option<u32> {
-        self.next.map(|(ts, _)| ts)
+        self.next
     }
 
     /// Decodes one Opus payload with its 48 kHz RTP timestamp into a G.711 payload with its
@@ -63,8 +66,7 @@ impl OpusToG711 {
     /// with `Parse` and leaves the decoder as it was.
     pub fn transcode(&mut self, timestamp: u32, opus: &[u8]) -> Result<Packet, Error> {
         if opus.is_empty() {
-            let ticks = self.next.map_or(DEFAULT_FRAME_TICKS, |(_, d)| d);
-            return self.conceal(timestamp, ticks, None);
+            return self.conceal(timestamp, self.frame_ticks, None);
         }
         let samples = packet_samples(opus)?;
         let out = self
@@ -90,6 +92,7 @@ impl OpusToG711 {
                 .decode(None::<&[u8]>, rest, false)
                 .map_err(codec_error)?;
         }
+        self.frame_ticks = decoded as u32 * OPUS_TICKS_PER_G711_SAMPLE;
         self.finish(timestamp, decoded)
     }
 
@@ -131,8 +134,7 @@ impl OpusToG711 {
             "decoder reported more samples than its buffer",
         ))?;
         let duration = samples as u32;
-        let ticks = duration * OPUS_TICKS_PER_G711_SAMPLE;
-        self.next = Some((timestamp.wrapping_add(ticks), ticks));
+        self.next = Some(timestamp.wrapping_add(duration * OPUS_TICKS_PER_G711_SAMPLE));
         let out_base = self.out_base;
         let out_ts = self
             .timestamps
@@ -374,12 +376,17 @@ mod tests {
         d.transcode(960, &p[0]).unwrap();
         let out = d.transcode(960 + 1920, &[]).unwrap();
         assert_eq!((out.timestamp, out.payload.len()), (480, 320));
+        // Concealing a longer gap does not change what an empty payload stands for.
+        d.conceal(960 + 3840, 5_760, None).unwrap();
+        let out = d.transcode(960 + 3840 + 5_760, &[]).unwrap();
+        assert_eq!(out.payload.len(), 320);
         // A TOC-only packet (DTX, RFC 6716 §3.2.1 zero-length frame) is concealment too, for
         // the duration its TOC gives: SILK NB 40 ms here (config 2), after CELT packets,
         // where libopus alone would conceal only 20 ms.
-        let out = d.transcode(960 + 3840, &[2 << 3]).unwrap();
-        assert_eq!((out.timestamp, out.payload.len()), (800, 320));
-        assert_eq!(d.expected_timestamp(), Some(960 + 3840 + 1920));
+        let at = 960 + 3840 + 5_760 + 1_920;
+        let out = d.transcode(at, &[2 << 3]).unwrap();
+        assert_eq!((out.timestamp, out.payload.len()), (at / 6, 320));
+        assert_eq!(d.expected_timestamp(), Some(at + 1920));
     }
 
     proptest! {

@@ -145,6 +145,7 @@ impl G711ToOpus {
 mod tests {
     use super::*;
     use crate::test_signal::*;
+    use proptest::prelude::*;
 
     fn encoder(config: &TranscoderConfig) -> G711ToOpus {
         G711ToOpus::new(G711Law::Ulaw, config, 10_000).unwrap()
@@ -267,5 +268,26 @@ mod tests {
         assert!(after[0].marker);
         assert_eq!(after[0].timestamp, 10_000 + 125 * 960);
         assert!(!send(&mut e, &tone)[0].marker);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_g711_payloads_never_panic(
+            // Half arbitrary lengths, half whole 10 ms (0–120 ms) so both branches run.
+            payload in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..1_000),
+                (0usize..=12).prop_flat_map(|k| proptest::collection::vec(any::<u8>(), k * 80)),
+            ],
+            ts in any::<u32>(),
+        ) {
+            let mut e = encoder(&TranscoderConfig::default());
+            match e.transcode(ts, &payload) {
+                Ok(packets) => {
+                    let total: u32 = packets.iter().map(|p| p.duration).sum();
+                    prop_assert_eq!(total as usize, payload.len() * 6);
+                }
+                Err(err) => prop_assert!(matches!(err, Error::Peer(_))),
+            }
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! Sans-IO media for the SIP leg: G.711 conversion, RTP parsing and RFC 3550 receive
-//! statistics, RFC 4733 telephone-events (and the SIP INFO bodies that carry digits), and the
-//! mapping between RTP streams and RIPT media chunks, SRTP keyed by SDES. No sockets, no
-//! clocks, no randomness.
+//! statistics, RFC 4733 telephone-events (and the SIP INFO bodies that carry digits), RFC 3389
+//! comfort noise, the mapping between RTP streams and RIPT media chunks, and SRTP keyed by
+//! SDES. No sockets, no clocks, no randomness.
 
 pub mod chunkmap;
+pub mod cn;
 pub mod dtmf;
 pub mod g711;
 pub mod rtp;
@@ -35,4 +36,10 @@ pub enum Error {
     SrtpReplay,
     #[error("srtp packet refused: {0}")]
     Srtp(&'static str),
+    #[error("comfort noise payload is malformed")]
+    ComfortNoise,
+    /// Our caller asked for something this layer cannot do (a full digit queue, a character
+    /// that is no DTMF digit).
+    #[error("misuse: {0}")]
+    Misuse(&'static str),
 }

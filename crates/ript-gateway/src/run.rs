@@ -30,6 +30,15 @@ pub struct RunArgs {
         default_value = "udp:127.0.0.1:5060,tcp:127.0.0.1:5060"
     )]
     sip_listen: String,
+    /// Certificate chain (PEM) of `tls:` SIP listeners; the RIPT dev certificate by default.
+    #[arg(long, env = "RIPT_SIP_TLS_CERT", requires = "sip_tls_key")]
+    sip_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `tls:` SIP listeners.
+    #[arg(long, env = "RIPT_SIP_TLS_KEY", requires = "sip_tls_cert")]
+    sip_tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) trusted for outgoing SIP over TLS, besides the system bundle.
+    #[arg(long, env = "RIPT_SIP_TLS_CA")]
+    sip_tls_ca: Option<PathBuf>,
     /// SIP peers admitted by source address (comma-separated IPs or CIDRs).
     #[arg(long, env = "RIPT_SIP_ALLOW", default_value = "127.0.0.1/32,::1/128")]
     sip_allow: String,
@@ -124,6 +133,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("creating {}", a.data_dir.display()))?;
     let id = identity(&a.data_dir)?;
+    // The dev certificate also serves `tls:` SIP listeners unless one is configured.
+    let dev_pem = (id.cert_pem(), id.key_pem());
     let token = token(&a.data_dir, a.token)?;
     let tg = HostedTg {
         id: "default".into(),
@@ -159,8 +170,34 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         admission.algorithms.push(alg);
     }
     let listen = sip_transport::Listen::parse_list(&a.sip_listen).context("RIPT_SIP_LISTEN")?;
+    let tls_server = if listen
+        .iter()
+        .any(|l| l.transport == sip_transport::Transport::Tls)
+    {
+        Some(match (&a.sip_tls_cert, &a.sip_tls_key) {
+            (Some(c), Some(k)) => sip_transport::tls::server_config_from_files(c, k)
+                .context("RIPT_SIP_TLS_CERT / RIPT_SIP_TLS_KEY")?,
+            _ => sip_transport::tls::server_config_from_pem(
+                dev_pem.0.as_bytes(),
+                dev_pem.1.as_bytes(),
+            )
+            .context("the dev certificate for SIP over TLS")?,
+        })
+    } else {
+        None
+    };
+    let system_roots = std::path::Path::new(sip_transport::tls::SYSTEM_CA_BUNDLE).exists();
+    let tls_client = match (&a.sip_tls_ca, system_roots) {
+        (None, false) => None,
+        (ca, system) => Some(
+            sip_transport::tls::client_config_from_file(ca.as_deref(), system)
+                .context("RIPT_SIP_TLS_CA")?,
+        ),
+    };
     let cfg = sip_transport::EndpointConfig {
         listen,
+        tls_server,
+        tls_client,
         ..Default::default()
     };
     let endpoint = sip_transport::Endpoint::bind(cfg)

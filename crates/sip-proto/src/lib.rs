@@ -6,5 +6,6 @@ pub mod digest;
 pub mod fuzzing;
 pub mod layer;
 pub mod msg;
+pub mod register;
 pub mod sdp;
 pub mod txn;

@@ -1,22 +1,26 @@
-//! The endpoint: listener tasks parse and frame, one driver task owns the transaction layer.
+//! The endpoint: listener and connection tasks parse and frame, one driver task owns the
+//! transaction layer and the connection pool.
 
 use crate::Error;
-use crate::listen::{Listen, Transport};
+use crate::conn::{self, Counters, Stats, StreamSettings};
+use crate::listen::{Listen, Target, Transport};
 use sip_proto::layer::{LayerOutput, TxnId, TxnLayer};
-use sip_proto::msg::{self, Headers, Message, MsgError, Request, Response, StreamItem};
-use sip_proto::txn::{Reliability, TimerConfig};
+use sip_proto::msg::{self, Headers, Message, MsgError, Request, Response};
+use sip_proto::txn::{Reliability, Timer, TimerConfig};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 /// Methods this endpoint's transaction user handles; others get 405 with this `Allow`.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, PRACK, UPDATE";
+
+/// Responses a client transaction buffers before further ones are dropped.
+const CLIENT_QUEUE: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -26,6 +30,16 @@ pub struct EndpointConfig {
     /// Messages per second per source IP, with a burst of twice that.
     pub rate_per_sec: u32,
     pub timers: TimerConfig,
+    /// Certificate and key of `tls:` listeners (see [`crate::tls`]).
+    pub tls_server: Option<Arc<rustls::ServerConfig>>,
+    /// Trust for outgoing TLS connections; without it TLS targets are refused.
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
+    /// A TCP/TLS connection without traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Inbound TCP and TLS connections open at once; further ones are closed on accept.
+    pub max_inbound_connections: usize,
+    /// Bound on an outgoing connect, and on a TLS handshake in either direction.
+    pub connect_timeout: Duration,
 }
 
 impl Default for EndpointConfig {
@@ -35,24 +49,39 @@ impl Default for EndpointConfig {
             max_message: 65535,
             rate_per_sec: 200,
             timers: TimerConfig::default(),
+            tls_server: None,
+            tls_client: None,
+            idle_timeout: Duration::from_secs(300),
+            max_inbound_connections: 1024,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// Where a response goes.
+/// Where bytes go: a UDP socket, or the write queue of one TCP/TLS connection.
 #[derive(Debug, Clone)]
-enum Conn {
+pub(crate) enum Conn {
     Udp(Arc<UdpSocket>),
-    Tcp(mpsc::Sender<Vec<u8>>),
+    Stream { id: u64, tx: mpsc::Sender<Vec<u8>> },
+}
+
+impl Conn {
+    fn stream_id(&self) -> Option<u64> {
+        match self {
+            Conn::Stream { id, .. } => Some(*id),
+            Conn::Udp(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Dest {
     conn: Conn,
     addr: SocketAddr,
+    transport: Transport,
 }
 
-enum Cmd {
+pub(crate) enum Cmd {
     Inbound {
         msg: Message,
         source: SocketAddr,
@@ -64,11 +93,37 @@ enum Cmd {
         bytes: Vec<u8>,
         source: SocketAddr,
         conn: Conn,
+        transport: Transport,
     },
     Respond {
         txn: TxnId,
         resp: Response,
     },
+    Request {
+        req: Request,
+        target: Target,
+        responses: mpsc::Sender<Response>,
+        reply: oneshot::Sender<Result<(TxnId, Request), Error>>,
+    },
+    Ack {
+        ack: Request,
+        target: Target,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// A connection ended (closed by either side, idle, or broken).
+    ConnClosed {
+        id: u64,
+    },
+    /// An outgoing connection could not be set up (connect or TLS handshake).
+    ConnFailed {
+        id: u64,
+    },
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmd")
+    }
 }
 
 /// A new request for the transaction user.
@@ -83,31 +138,124 @@ pub struct Incoming {
     pub cancels: Option<TxnId>,
 }
 
-/// Sends responses on server transactions.
+/// What the endpoint hands its transaction user.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new request on a new server transaction; answer it with [`Handle::respond`].
+    Request(Incoming),
+    /// The ACK of a 2xx (RFC 3261 §13.3.1.4), for the dialog it names. `txn` is the INVITE
+    /// server transaction when the ACK reused its branch (RFC 6026 Accepted state); an ACK
+    /// with its own branch, as RFC 3261 §13.2.2.4 UACs send it, matches none.
+    Ack {
+        ack: Request,
+        txn: Option<TxnId>,
+        source: SocketAddr,
+        transport: Transport,
+    },
+    /// A response no running client transaction takes: chiefly 2xx retransmissions
+    /// (RFC 3261 §13.2.2.4), which the UAC answers with another ACK. `txn` is the client
+    /// transaction it belonged to when that is still known.
+    StrayResponse {
+        response: Response,
+        txn: Option<TxnId>,
+        source: SocketAddr,
+        transport: Transport,
+    },
+    /// Timer H (RFC 3261 §17.2.1): a final non-2xx response of this INVITE server
+    /// transaction was never acknowledged, or the transport failed sending it.
+    ServerTimeout { txn: TxnId },
+}
+
+/// Sends responses on server transactions, requests on new client transactions and ACKs;
+/// cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Responder {
+pub struct Handle {
     tx: mpsc::Sender<Cmd>,
+    counters: Arc<Counters>,
 }
 
-impl std::fmt::Debug for Cmd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cmd")
+/// The name this type had when the endpoint only served requests.
+pub type Responder = Handle;
+
+impl Handle {
+    /// The endpoint's connection counters.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
     }
-}
 
-impl Responder {
     pub async fn respond(&self, txn: TxnId, resp: Response) -> Result<(), Error> {
         self.tx
             .send(Cmd::Respond { txn, resp })
             .await
             .map_err(|_| Error::Closed)
     }
+
+    /// Starts a client transaction sending `req` to `target`.
+    ///
+    /// Without a Via, the endpoint adds `SIP/2.0/{UDP|TCP|TLS} {sent-by};branch=…;rport`
+    /// (plus `alias` on TCP/TLS, RFC 5923) where sent-by is the address of our listener of
+    /// that transport; Max-Forwards 70 when missing; Content-Length always. A CANCEL copies
+    /// the INVITE's Via from [`ClientTxn::request`] (RFC 3261 §9.1).
+    pub async fn request(&self, req: Request, target: Target) -> Result<ClientTxn, Error> {
+        let (responses, rx) = mpsc::channel(CLIENT_QUEUE);
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Cmd::Request {
+                req,
+                target,
+                responses,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        let (id, request) = answer.await.map_err(|_| Error::Closed)??;
+        Ok(ClientTxn { id, request, rx })
+    }
+
+    /// Sends the ACK of a 2xx (RFC 3261 §13.2.2.4): no transaction, a Via with a fresh
+    /// branch added when it has none.
+    pub async fn send_ack(&self, ack: Request, target: Target) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Cmd::Ack { ack, target, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// One client transaction: yields every response, and ends after the final one. Timer B/F
+/// yields a synthetic 408 and a transport failure (connect, TLS handshake, a lost
+/// connection) a synthetic 503 (RFC 3261 §8.1.3.1). Responses after the final one (2xx
+/// retransmissions) arrive as [`Event::StrayResponse`].
+#[derive(Debug)]
+pub struct ClientTxn {
+    id: TxnId,
+    request: Request,
+    rx: mpsc::Receiver<Response>,
+}
+
+impl ClientTxn {
+    pub fn id(&self) -> TxnId {
+        self.id
+    }
+
+    /// The request as sent (with the Via the endpoint added).
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The next response; `None` after the final one.
+    pub async fn next(&mut self) -> Option<Response> {
+        self.rx.recv().await
+    }
 }
 
 #[derive(Debug)]
 pub struct Endpoint {
-    incoming: mpsc::Receiver<Incoming>,
-    responder: Responder,
+    events: mpsc::Receiver<Event>,
+    handle: Handle,
     local: Vec<Listen>,
 }
 
@@ -115,40 +263,94 @@ impl Endpoint {
     /// Binds every listener and starts the driver.
     pub async fn bind(cfg: EndpointConfig) -> Result<Endpoint, Error> {
         let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>(8192);
-        let (in_tx, incoming) = mpsc::channel(4096);
+        let (ev_tx, events) = mpsc::channel(4096);
+        let counters = Arc::new(Counters::default());
+        let permits = Arc::new(Semaphore::new(
+            cfg.max_inbound_connections.min(Semaphore::MAX_PERMITS),
+        ));
+        let streams = StreamSettings {
+            cmd: cmd_tx.clone(),
+            max_message: cfg.max_message,
+            idle: cfg.idle_timeout,
+            setup_timeout: cfg.connect_timeout,
+            counters: counters.clone(),
+        };
+        // Bind everything before spawning anything: a failure leaves no listener running.
         let mut local = Vec::new();
+        let mut udp = Vec::new();
+        let mut streams_bound = Vec::new();
         for l in &cfg.listen {
             match l.transport {
                 Transport::Udp => {
                     let sock = Arc::new(udp_socket(l.addr)?);
+                    let addr = sock.local_addr()?;
                     local.push(Listen {
                         transport: Transport::Udp,
-                        addr: sock.local_addr()?,
+                        addr,
                     });
-                    tokio::spawn(udp_loop(sock, cmd_tx.clone(), cfg.max_message));
+                    udp.push((addr, sock));
                 }
-                Transport::Tcp => {
+                Transport::Tcp | Transport::Tls => {
+                    let acceptor = match (l.transport, &cfg.tls_server) {
+                        (Transport::Tls, Some(sc)) => {
+                            Some(tokio_rustls::TlsAcceptor::from(sc.clone()))
+                        }
+                        (Transport::Tls, None) => {
+                            return Err(Error::Misuse(
+                                "a tls listener needs EndpointConfig::tls_server",
+                            ));
+                        }
+                        _ => None,
+                    };
                     let lst = TcpListener::bind(l.addr).await?;
                     local.push(Listen {
-                        transport: Transport::Tcp,
+                        transport: l.transport,
                         addr: lst.local_addr()?,
                     });
-                    tokio::spawn(tcp_accept(lst, cmd_tx.clone(), cfg.max_message));
+                    streams_bound.push((lst, l.transport, acceptor));
                 }
             }
+        }
+        for (_, sock) in &udp {
+            tokio::spawn(udp_loop(sock.clone(), cmd_tx.clone(), cfg.max_message));
+        }
+        for (lst, transport, acceptor) in streams_bound {
+            tokio::spawn(conn::accept_loop(
+                lst,
+                transport,
+                acceptor,
+                permits.clone(),
+                streams.clone(),
+            ));
         }
         let driver = Driver {
             layer: TxnLayer::new(cfg.timers),
             dests: HashMap::new(),
-            incoming: in_tx,
+            events: ev_tx,
             rate: RateLimit::new(cfg.rate_per_sec),
             tags: Tags::default(),
             pending_dest: None,
+            current: None,
+            clients: HashMap::new(),
+            pool: HashMap::new(),
+            udp,
+            local: local.clone(),
+            tls_client: cfg.tls_client.map(tokio_rustls::TlsConnector::from),
+            stream_template: StreamTemplate {
+                cmd: cmd_tx.downgrade(),
+                max_message: streams.max_message,
+                idle: streams.idle,
+                setup_timeout: streams.setup_timeout,
+                counters: streams.counters.clone(),
+            },
         };
         tokio::spawn(driver.run(cmd_rx));
         Ok(Endpoint {
-            incoming,
-            responder: Responder { tx: cmd_tx },
+            events,
+            handle: Handle {
+                tx: cmd_tx,
+                counters,
+            },
             local,
         })
     }
@@ -158,12 +360,40 @@ impl Endpoint {
         &self.local
     }
 
-    pub fn responder(&self) -> Responder {
-        self.responder.clone()
+    /// The first bound address of `transport`.
+    pub fn local_addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.local
+            .iter()
+            .find(|l| l.transport == transport)
+            .map(|l| l.addr)
     }
 
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    pub fn responder(&self) -> Responder {
+        self.handle.clone()
+    }
+
+    /// Connection counters.
+    pub fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+
+    /// The next event for the transaction user.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next new request; other events are dropped (for a pure server).
     pub async fn next_request(&mut self) -> Option<Incoming> {
-        self.incoming.recv().await
+        loop {
+            match self.events.recv().await? {
+                Event::Request(inc) => return Some(inc),
+                other => debug!(event = ?other, "event without a consumer dropped"),
+            }
+        }
     }
 }
 
@@ -209,104 +439,11 @@ async fn udp_loop(sock: Arc<UdpSocket>, tx: mpsc::Sender<Cmd>, max: usize) {
                 bytes: bytes.to_vec(),
                 source,
                 conn,
+                transport: Transport::Udp,
             },
         };
         if tx.try_send(cmd).is_err() {
             debug!(%source, "driver overloaded, datagram dropped");
-        }
-    }
-}
-
-async fn tcp_accept(lst: TcpListener, tx: mpsc::Sender<Cmd>, max: usize) {
-    loop {
-        match lst.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(tcp_conn(stream, peer, tx.clone(), max));
-            }
-            Err(e) => {
-                warn!(error = %e, "tcp accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// One TCP connection: Content-Length framing (RFC 3261 §18.3), keep-alive pongs (RFC 5626
-/// §4.4.1), malformed messages answered when their framing survives, closed when it does not.
-async fn tcp_conn(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    tx: mpsc::Sender<Cmd>,
-    max: usize,
-) {
-    let (mut rd, mut wr) = stream.into_split();
-    let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(256);
-    tokio::spawn(async move {
-        while let Some(b) = wrx.recv().await {
-            if wr.write_all(&b).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut buf: Vec<u8> = Vec::with_capacity(8192);
-    let mut chunk = vec![0u8; 16384];
-    loop {
-        loop {
-            match msg::parse_stream(&buf, max) {
-                Ok(StreamItem::Incomplete) => break,
-                Ok(StreamItem::KeepAlive(n)) => {
-                    if buf
-                        .get(..n)
-                        .is_some_and(|b| b.windows(4).any(|w| w == b"\r\n\r\n"))
-                    {
-                        let _ = wtx.try_send(b"\r\n".to_vec());
-                    }
-                    buf.drain(..n.min(buf.len()));
-                }
-                Ok(StreamItem::Message(m, n)) => {
-                    buf.drain(..n.min(buf.len()));
-                    let cmd = Cmd::Inbound {
-                        msg: m,
-                        source: peer,
-                        conn: Conn::Tcp(wtx.clone()),
-                        transport: Transport::Tcp,
-                    };
-                    if tx.send(cmd).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(StreamItem::Malformed(err, n)) => {
-                    let bytes: Vec<u8> = buf.drain(..n.min(buf.len())).collect();
-                    let _ = tx
-                        .send(Cmd::Malformed {
-                            err,
-                            bytes,
-                            source: peer,
-                            conn: Conn::Tcp(wtx.clone()),
-                        })
-                        .await;
-                }
-                Err(err) => {
-                    // Framing is lost: answer if we can, then close (RFC 3261 §18.3).
-                    let bytes = std::mem::take(&mut buf);
-                    let _ = tx
-                        .send(Cmd::Malformed {
-                            err,
-                            bytes,
-                            source: peer,
-                            conn: Conn::Tcp(wtx.clone()),
-                        })
-                        .await;
-                    return;
-                }
-            }
-        }
-        if buf.len() > max {
-            return;
-        }
-        match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
         }
     }
 }
@@ -343,7 +480,7 @@ impl RateLimit {
     }
 }
 
-/// To-tags for our responses: process-random, never repeating.
+/// To-tags and branches: process-random, never repeating.
 #[derive(Default)]
 struct Tags {
     n: u64,
@@ -357,16 +494,67 @@ impl Tags {
         h.write_u64(self.n);
         format!("{:016x}", h.finish())
     }
+
+    /// A Via branch with the RFC 3261 §8.1.1.7 magic cookie.
+    fn branch(&mut self) -> String {
+        format!("z9hG4bK{}", self.next())
+    }
+}
+
+/// A client transaction as the driver tracks it.
+struct Client {
+    /// Closed (set to `None`) once the final response went up.
+    responses: Option<mpsc::Sender<Response>>,
+    request: Request,
+    /// The transport failed: the timeout that follows is reported as 503, not 408.
+    transport_failed: bool,
+}
+
+/// A pooled connection, reachable under its peer address and any RFC 5923 alias.
+#[derive(Clone)]
+struct Pooled {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
 }
 
 struct Driver {
     layer: TxnLayer<Message>,
     dests: HashMap<TxnId, Dest>,
-    incoming: mpsc::Sender<Incoming>,
+    events: mpsc::Sender<Event>,
     rate: RateLimit,
     tags: Tags,
     /// Where the request just handed to the layer came from, for the transaction it creates.
     pending_dest: Option<Dest>,
+    /// Where the message just handed to the layer came from, for the events it causes.
+    current: Option<(SocketAddr, Transport)>,
+    clients: HashMap<TxnId, Client>,
+    pool: HashMap<(Transport, SocketAddr), Pooled>,
+    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    local: Vec<Listen>,
+    tls_client: Option<tokio_rustls::TlsConnector>,
+    /// Settings for connections the driver opens; its sender is upgraded from a weak one so
+    /// the driver does not keep its own command channel open.
+    stream_template: StreamTemplate,
+}
+
+struct StreamTemplate {
+    cmd: mpsc::WeakSender<Cmd>,
+    max_message: usize,
+    idle: Duration,
+    setup_timeout: Duration,
+    counters: Arc<Counters>,
+}
+
+impl StreamTemplate {
+    fn settings(&self) -> Option<StreamSettings> {
+        Some(StreamSettings {
+            cmd: self.cmd.upgrade()?,
+            max_message: self.max_message,
+            idle: self.idle,
+            setup_timeout: self.setup_timeout,
+            counters: self.counters.clone(),
+        })
+    }
 }
 
 /// RFC 3261 §18.2.1 + RFC 3581 §4: note where the request really came from in its top Via.
@@ -413,16 +601,260 @@ impl Driver {
         }
     }
 
-    fn send(&self, dest: &Dest, bytes: Vec<u8>) {
+    /// Writes `bytes` toward `dest`; false when the transport failed (RFC 3261 §18.4).
+    fn send(&mut self, dest: &Dest, bytes: Vec<u8>) -> bool {
         match &dest.conn {
-            Conn::Udp(s) => {
-                if let Err(e) = s.try_send_to(&bytes, dest.addr) {
+            Conn::Udp(s) => match s.try_send_to(&bytes, dest.addr) {
+                Ok(_) => true,
+                // A full socket buffer is loss, which retransmissions cover.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                Err(e) => {
                     debug!(to = %dest.addr, error = %e, "udp send failed");
+                    false
                 }
+            },
+            Conn::Stream { id, tx } => match tx.try_send(bytes) {
+                Ok(()) => true,
+                Err(e) => {
+                    // Closed, or a peer that stopped reading: a stream must not lose
+                    // messages silently, so both are failures.
+                    debug!(to = %dest.addr, error = %e, "connection send failed");
+                    if matches!(e, mpsc::error::TrySendError::Closed(_)) {
+                        self.forget_conn(*id);
+                    }
+                    false
+                }
+            },
+        }
+    }
+
+    fn emit(&self, ev: Event) {
+        if self.events.try_send(ev).is_err() {
+            warn!("transaction user overloaded: event dropped");
+        }
+    }
+
+    fn forget_conn(&mut self, id: u64) {
+        self.pool.retain(|_, p| p.id != id);
+    }
+
+    fn pool_insert(&mut self, key: (Transport, SocketAddr), id: u64, tx: &mpsc::Sender<Vec<u8>>) {
+        match self.pool.get(&key) {
+            // A live connection already serves this address: keep using it.
+            Some(p) if p.id == id || !p.tx.is_closed() => {}
+            _ => {
+                self.pool.insert(key, Pooled { id, tx: tx.clone() });
             }
-            Conn::Tcp(tx) => {
-                let _ = tx.try_send(bytes);
+        }
+    }
+
+    /// RFC 5923 in spirit: a request whose top Via carries `alias` makes its connection
+    /// reachable under the Via's sent-by, so our requests to that peer reuse it (RFC 3261
+    /// §18.1.1 prefers an existing connection). Only an alias on the connection's own IP is
+    /// taken, so a peer cannot capture traffic meant for another host.
+    fn register_alias(&mut self, req: &Request, source: SocketAddr, transport: Transport) {
+        let Some(Dest {
+            conn: Conn::Stream { id, tx },
+            ..
+        }) = &self.pending_dest
+        else {
+            return;
+        };
+        let (id, tx) = (*id, tx.clone());
+        let Ok(via) = req.headers().top_via() else {
+            return;
+        };
+        if via.param("alias").is_none() || via.sent_by_ip() != Some(source.ip()) {
+            return;
+        }
+        let port = via.sent_by_port.unwrap_or(transport.default_port());
+        self.pool_insert((transport, SocketAddr::new(source.ip(), port)), id, &tx);
+    }
+
+    /// RFC 3261 §18.4: the TU hears a transport failure of a running client transaction as
+    /// a 503; a server transaction just ends.
+    fn transport_error(&mut self, t: Instant, txn: TxnId) {
+        if let Some(c) = self.clients.get_mut(&txn) {
+            c.transport_failed = true;
+        }
+        self.layer.handle_transport_error(t, txn);
+    }
+
+    /// A connection is gone: client transactions waiting for their final response on it fail.
+    fn conn_gone(&mut self, t: Instant, id: u64) {
+        self.forget_conn(id);
+        let waiting: Vec<TxnId> = self
+            .dests
+            .iter()
+            .filter(|(txn, d)| {
+                d.conn.stream_id() == Some(id)
+                    && self.clients.get(txn).is_some_and(|c| c.responses.is_some())
+            })
+            .map(|(txn, _)| *txn)
+            .collect();
+        for txn in waiting {
+            self.transport_error(t, txn);
+        }
+    }
+
+    /// The address we put in Via for `target`: our listener of its transport (same address
+    /// family first), so responses and retries come back where we listen (RFC 3261 §18.1.1).
+    fn sent_by(&self, target: &Target) -> Result<SocketAddr, Error> {
+        let of_transport = |l: &&Listen| l.transport == target.transport;
+        let l = self
+            .local
+            .iter()
+            .filter(of_transport)
+            .find(|l| l.addr.is_ipv6() == target.addr.is_ipv6())
+            .or_else(|| {
+                // A stream can leave from any address; a UDP datagram leaves from its socket.
+                if target.transport.is_stream() {
+                    self.local.iter().find(of_transport)
+                } else {
+                    None
+                }
+            })
+            .ok_or(Error::Misuse(
+                "no listener of the target's transport and address family",
+            ))?;
+        let mut addr = l.addr;
+        if addr.ip().is_unspecified()
+            && let Some(ip) = local_ip_toward(target.addr)
+        {
+            addr.set_ip(ip);
+        }
+        Ok(addr)
+    }
+
+    /// Where bytes for `target` go: the UDP listener socket (symmetric with sent-by, so
+    /// rport works through NAT), a pooled connection, or a new one being set up.
+    fn dest(&mut self, target: &Target) -> Result<Dest, Error> {
+        let conn = match target.transport {
+            Transport::Udp => Conn::Udp(
+                self.udp
+                    .iter()
+                    .find(|(a, _)| a.is_ipv6() == target.addr.is_ipv6())
+                    .map(|(_, s)| s.clone())
+                    .ok_or(Error::Misuse(
+                        "no udp listener of the target's address family",
+                    ))?,
+            ),
+            Transport::Tcp | Transport::Tls => self.stream_to(target)?,
+        };
+        Ok(Dest {
+            conn,
+            addr: target.addr,
+            transport: target.transport,
+        })
+    }
+
+    fn stream_to(&mut self, target: &Target) -> Result<Conn, Error> {
+        let key = (target.transport, target.addr);
+        if let Some(p) = self.pool.get(&key)
+            && !p.tx.is_closed()
+        {
+            return Ok(Conn::Stream {
+                id: p.id,
+                tx: p.tx.clone(),
+            });
+        }
+        let tls = match target.transport {
+            Transport::Tls => {
+                let connector = self
+                    .tls_client
+                    .clone()
+                    .ok_or(Error::Misuse("tls targets need EndpointConfig::tls_client"))?;
+                let name = match &target.server_name {
+                    Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
+                        .map_err(|_| Error::Misuse("invalid tls server name"))?,
+                    None => rustls::pki_types::ServerName::from(target.addr.ip()),
+                };
+                Some((connector, name))
             }
+            Transport::Udp | Transport::Tcp => None,
+        };
+        let settings = self.stream_template.settings().ok_or(Error::Closed)?;
+        let id = conn::next_conn_id();
+        let (tx, wrx) = conn::write_queue();
+        self.pool.insert(key, Pooled { id, tx: tx.clone() });
+        tokio::spawn(conn::connect(
+            target.addr,
+            target.transport,
+            tls,
+            id,
+            tx.clone(),
+            wrx,
+            settings,
+        ));
+        Ok(Conn::Stream { id, tx })
+    }
+
+    /// Via (when missing), Max-Forwards (when missing) and a validity check before sending.
+    fn prepare(&mut self, req: &mut Request, target: &Target) -> Result<(), Error> {
+        if req.headers().count("Via") == 0 {
+            let sent_by = self.sent_by(target)?;
+            let branch = self.tags.branch();
+            // RFC 3581 rport always; RFC 5923 alias on connections so the peer reuses them.
+            let alias = if target.transport.is_stream() {
+                ";alias"
+            } else {
+                ""
+            };
+            let via = format!(
+                "SIP/2.0/{} {sent_by};branch={branch};rport{alias}",
+                target.transport.as_str()
+            );
+            req.headers_mut().push_front("Via", &via)?;
+        }
+        if !req.headers().contains("Max-Forwards") {
+            req.headers_mut().push("Max-Forwards", "70")?;
+        }
+        req.validate()?;
+        Ok(())
+    }
+
+    fn start_request(
+        &mut self,
+        t: Instant,
+        mut req: Request,
+        target: Target,
+        responses: mpsc::Sender<Response>,
+    ) -> Result<(TxnId, Request), Error> {
+        if req.method().as_str().eq_ignore_ascii_case("ACK") {
+            return Err(Error::Misuse("an ACK has no transaction: use send_ack"));
+        }
+        self.prepare(&mut req, &target)?;
+        let dest = self.dest(&target)?;
+        let rel = if target.transport.is_stream() {
+            Reliability::Reliable
+        } else {
+            Reliability::Unreliable
+        };
+        let id = self
+            .layer
+            .send_request(t, Message::Request(req.clone()), rel)?;
+        self.dests.insert(id, dest);
+        self.clients.insert(
+            id,
+            Client {
+                responses: Some(responses),
+                request: req.clone(),
+                transport_failed: false,
+            },
+        );
+        Ok((id, req))
+    }
+
+    fn send_ack(&mut self, mut ack: Request, target: Target) -> Result<(), Error> {
+        if !ack.method().as_str().eq_ignore_ascii_case("ACK") {
+            return Err(Error::Misuse("send_ack sends only an ACK"));
+        }
+        self.prepare(&mut ack, &target)?;
+        let dest = self.dest(&target)?;
+        if self.send(&dest, ack.to_bytes()) {
+            Ok(())
+        } else {
+            Err(Error::Transport(target.addr))
         }
     }
 
@@ -441,7 +873,7 @@ impl Driver {
                 for (k, v) in extra {
                     let _ = r.headers_mut().push(k, v);
                 }
-                self.send(dest, r.to_bytes());
+                let _ = self.send(dest, r.to_bytes());
             }
             Err(e) => debug!(error = %e, "cannot build a stateless response"),
         }
@@ -455,80 +887,23 @@ impl Driver {
                 source,
                 conn,
                 transport,
-            } => {
-                if !self.rate.allow(source.ip(), t) {
-                    debug!(%source, "rate limit: message dropped");
-                    return;
-                }
-                let rel = match transport {
-                    Transport::Udp => Reliability::Unreliable,
-                    Transport::Tcp => Reliability::Reliable,
-                };
-                match msg {
-                    Message::Request(mut req) => {
-                        let addr = match transport {
-                            Transport::Tcp => Ok(source),
-                            Transport::Udp => stamp_via(req.headers_mut(), source),
-                        };
-                        let dest = Dest {
-                            conn,
-                            addr: addr.unwrap_or(source),
-                        };
-                        if let Err(e) = req.validate().and(addr.map(|_| ())) {
-                            info!(%source, error = %e, "malformed request");
-                            // RFC 3261 §8.2 / RFC 4475 §3.1.2: answer only when a response
-                            // can be built (Via, From, To, Call-ID, CSeq); never an ACK.
-                            if req.method().as_str() != "ACK" && req.headers().is_answerable() {
-                                let h = req.headers().clone();
-                                self.respond_stateless(
-                                    &h,
-                                    e.status(),
-                                    e.reason_phrase(),
-                                    &dest,
-                                    &[],
-                                );
-                            }
-                            return;
-                        }
-                        let method = req.method().as_str().to_ascii_uppercase();
-                        if !ALLOW.split(", ").any(|m| m == method) {
-                            let h = req.headers().clone();
-                            self.respond_stateless(
-                                &h,
-                                405,
-                                "Method Not Allowed",
-                                &dest,
-                                &[("Allow", ALLOW)],
-                            );
-                            return;
-                        }
-                        if let Err(e) = self.layer.handle_message(t, Message::Request(req), rel) {
-                            debug!(error = %e, "request refused by the transaction layer");
-                            return;
-                        }
-                        self.pending_dest = Some(dest);
-                    }
-                    Message::Response(resp) => {
-                        if let Err(e) = self.layer.handle_message(t, Message::Response(resp), rel) {
-                            debug!(error = %e, "response refused by the transaction layer");
-                        }
-                    }
-                }
-            }
+            } => self.handle_inbound(t, msg, source, conn, transport),
             Cmd::Malformed {
                 err,
                 bytes,
                 source,
                 conn,
+                transport,
             } => {
                 info!(%source, error = %err, "malformed message");
                 if let Some(mut h) = msg::salvage_request(&bytes) {
                     let addr = stamp_via(&mut h, source).unwrap_or(source);
-                    let addr = match conn {
-                        Conn::Tcp(_) => source,
-                        Conn::Udp(_) => addr,
+                    let addr = if transport.is_stream() { source } else { addr };
+                    let dest = Dest {
+                        conn,
+                        addr,
+                        transport,
                     };
-                    let dest = Dest { conn, addr };
                     self.respond_stateless(&h, err.status(), err.reason_phrase(), &dest, &[]);
                 }
             }
@@ -544,11 +919,130 @@ impl Driver {
                     debug!(error = %e, "response not sent");
                 }
             }
+            Cmd::Request {
+                req,
+                target,
+                responses,
+                reply,
+            } => {
+                let r = self.start_request(t, req, target, responses);
+                let _ = reply.send(r);
+            }
+            Cmd::Ack { ack, target, reply } => {
+                let r = self.send_ack(ack, target);
+                let _ = reply.send(r);
+            }
+            Cmd::ConnClosed { id } | Cmd::ConnFailed { id } => self.conn_gone(t, id),
+        }
+    }
+
+    fn handle_inbound(
+        &mut self,
+        t: Instant,
+        msg: Message,
+        source: SocketAddr,
+        conn: Conn,
+        transport: Transport,
+    ) {
+        if !self.rate.allow(source.ip(), t) {
+            debug!(%source, "rate limit: message dropped");
+            return;
+        }
+        let rel = if transport.is_stream() {
+            Reliability::Reliable
+        } else {
+            Reliability::Unreliable
+        };
+        // RFC 3261 §18.2.2 / §18.1.1: a connection a peer opened (or we opened) carries our
+        // next requests to that address too.
+        if let Conn::Stream { id, tx } = &conn {
+            self.pool_insert((transport, source), *id, tx);
+        }
+        self.current = Some((source, transport));
+        match msg {
+            Message::Request(mut req) => {
+                let addr = if transport.is_stream() {
+                    Ok(source)
+                } else {
+                    stamp_via(req.headers_mut(), source)
+                };
+                let dest = Dest {
+                    conn,
+                    addr: addr.unwrap_or(source),
+                    transport,
+                };
+                if let Err(e) = req.validate().and(addr.map(|_| ())) {
+                    info!(%source, error = %e, "malformed request");
+                    // RFC 3261 §8.2 / RFC 4475 §3.1.2: answer only when a response can be
+                    // built (Via, From, To, Call-ID, CSeq); never an ACK.
+                    if req.method().as_str() != "ACK" && req.headers().is_answerable() {
+                        let h = req.headers().clone();
+                        self.respond_stateless(&h, e.status(), e.reason_phrase(), &dest, &[]);
+                    }
+                    return;
+                }
+                let method = req.method().as_str().to_ascii_uppercase();
+                if !ALLOW.split(", ").any(|m| m == method) {
+                    let h = req.headers().clone();
+                    self.respond_stateless(
+                        &h,
+                        405,
+                        "Method Not Allowed",
+                        &dest,
+                        &[("Allow", ALLOW)],
+                    );
+                    return;
+                }
+                self.pending_dest = Some(dest);
+                if transport.is_stream() {
+                    self.register_alias(&req, source, transport);
+                }
+                if let Err(e) = self.layer.handle_message(t, Message::Request(req), rel) {
+                    debug!(error = %e, "request refused by the transaction layer");
+                    self.pending_dest = None;
+                }
+            }
+            Message::Response(resp) => {
+                if let Err(e) = self.layer.handle_message(t, Message::Response(resp), rel) {
+                    debug!(error = %e, "response refused by the transaction layer");
+                }
+            }
+        }
+    }
+
+    /// A response for client transaction `id`: up to its ClientTxn until the final one,
+    /// afterwards (2xx retransmissions in RFC 6026 Accepted) as a stray response.
+    fn deliver(&mut self, id: TxnId, r: Response, from: Option<(SocketAddr, Transport)>) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        match &c.responses {
+            Some(tx) => {
+                let last = r.status() >= 200;
+                if tx.try_send(r).is_err() {
+                    debug!(?id, "client transaction not listening: response dropped");
+                }
+                if last {
+                    c.responses = None;
+                }
+            }
+            None => {
+                if let Some((source, transport)) = from {
+                    self.emit(Event::StrayResponse {
+                        response: r,
+                        txn: Some(id),
+                        source,
+                        transport,
+                    });
+                }
+            }
         }
     }
 
     fn drain(&mut self) {
         let pending = self.pending_dest.take();
+        let current = self.current.take();
+        let t = now();
         while let Some(o) = self.layer.poll_output() {
             match o {
                 LayerOutput::Transmit(id, m) => {
@@ -557,8 +1051,10 @@ impl Driver {
                     {
                         self.dests.insert(id, d.clone());
                     }
-                    if let Some(d) = self.dests.get(&id) {
-                        self.send(d, m.to_bytes());
+                    if let Some(d) = self.dests.get(&id).cloned()
+                        && !self.send(&d, m.to_bytes())
+                    {
+                        self.transport_error(t, id);
                     }
                 }
                 LayerOutput::Request {
@@ -572,36 +1068,95 @@ impl Driver {
                     let Message::Request(request) = request else {
                         continue;
                     };
-                    let (source, transport) = match self.dests.get(&txn) {
-                        Some(Dest {
-                            conn: Conn::Tcp(_),
-                            addr,
-                        }) => (*addr, Transport::Tcp),
-                        Some(Dest { addr, .. }) => (*addr, Transport::Udp),
-                        None => continue,
+                    let Some(d) = self.dests.get(&txn) else {
+                        continue;
                     };
-                    let inc = Incoming {
+                    self.emit(Event::Request(Incoming {
                         txn,
                         request,
-                        source,
-                        transport,
+                        source: d.addr,
+                        transport: d.transport,
                         cancels,
-                    };
-                    if self.incoming.try_send(inc).is_err() {
-                        warn!("transaction user overloaded: request not delivered");
+                    }));
+                }
+                LayerOutput::Response(id, Message::Response(r)) => self.deliver(id, r, current),
+                LayerOutput::AckForTu(id, Message::Request(ack)) => {
+                    if let Some((source, transport)) = current {
+                        self.emit(Event::Ack {
+                            ack,
+                            txn: Some(id),
+                            source,
+                            transport,
+                        });
+                    }
+                }
+                LayerOutput::StrayAck(Message::Request(ack)) => {
+                    if let Some((source, transport)) = current {
+                        self.emit(Event::Ack {
+                            ack,
+                            txn: None,
+                            source,
+                            transport,
+                        });
+                    }
+                }
+                LayerOutput::StrayResponse(Message::Response(response)) => {
+                    if let Some((source, transport)) = current {
+                        self.emit(Event::StrayResponse {
+                            response,
+                            txn: None,
+                            source,
+                            transport,
+                        });
+                    }
+                }
+                LayerOutput::Timeout(id, timer) => {
+                    if let Some(c) = self.clients.get(&id) {
+                        // RFC 3261 §8.1.3.1: a timeout counts as a 408, a transport error
+                        // as a 503.
+                        let (code, reason) = if c.transport_failed {
+                            (503, "Service Unavailable")
+                        } else {
+                            (408, "Request Timeout")
+                        };
+                        let tag = self.tags.next();
+                        match Response::for_request(&c.request, code, reason, &tag) {
+                            Ok(r) => self.deliver(id, r, None),
+                            Err(e) => {
+                                debug!(error = %e, "cannot build the synthetic response");
+                                if let Some(c) = self.clients.get_mut(&id) {
+                                    c.responses = None;
+                                }
+                            }
+                        }
+                    } else if timer == Timer::H {
+                        self.emit(Event::ServerTimeout { txn: id });
                     }
                 }
                 LayerOutput::Terminated(id) => {
                     self.dests.remove(&id);
+                    self.clients.remove(&id);
                 }
-                LayerOutput::Timeout(id, t) => debug!(?id, ?t, "transaction timed out"),
-                LayerOutput::AckForTu(..)
+                LayerOutput::Response(..)
+                | LayerOutput::AckForTu(..)
                 | LayerOutput::StrayAck(_)
-                | LayerOutput::StrayResponse(_)
-                | LayerOutput::Response(..) => {}
+                | LayerOutput::StrayResponse(_) => {}
             }
         }
     }
+}
+
+/// The local address the kernel would use toward `peer`, for a Via when we listen on a
+/// wildcard address. Connecting a UDP socket sends nothing; it only consults the routes.
+fn local_ip_toward(peer: SocketAddr) -> Option<IpAddr> {
+    let any = if peer.is_ipv6() {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(peer).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
 }
 
 fn now() -> Instant {

@@ -25,6 +25,7 @@ pub(crate) struct Running {
     pub(crate) dir: std::path::PathBuf,
     pub(crate) sip_udp: std::net::SocketAddr,
     pub(crate) sip_tcp: std::net::SocketAddr,
+    pub(crate) sip_tls: Option<std::net::SocketAddr>,
 }
 
 impl Drop for Running {
@@ -59,7 +60,7 @@ pub(crate) fn start_with(envs: &[(&str, &str)]) -> Running {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let (mut sip_udp, mut sip_tcp) = (None, None);
+    let (mut sip_udp, mut sip_tcp, mut sip_tls) = (None, None, None);
     let url = loop {
         let line = lines
             .next()
@@ -70,6 +71,9 @@ pub(crate) fn start_with(envs: &[(&str, &str)]) -> Running {
         }
         if let Some(a) = line.strip_prefix("sip listening on tcp:") {
             sip_tcp = a.parse().ok();
+        }
+        if let Some(a) = line.strip_prefix("sip listening on tls:") {
+            sip_tls = a.parse().ok();
         }
         if let Some(rest) = line.strip_prefix("ript listening on ") {
             break rest.trim_end_matches(ript_proto::ROOT_PATH).to_owned();
@@ -84,6 +88,7 @@ pub(crate) fn start_with(envs: &[(&str, &str)]) -> Running {
         dir,
         sip_udp: sip_udp.expect("no sip udp listener line"),
         sip_tcp: sip_tcp.expect("no sip tcp listener line"),
+        sip_tls,
     }
 }
 

@@ -171,3 +171,51 @@ fn peers_neither_listed_nor_configured_are_refused() {
     assert_eq!(u.transact("INVITE", "inv-x", "").status(), 403);
     assert_eq!(u.transact("REGISTER", "reg-x", "").status(), 403);
 }
+
+#[test]
+fn options_over_tls_with_the_dev_certificate() {
+    let r = start_with(&[(
+        "RIPT_SIP_LISTEN",
+        "udp:127.0.0.1:0,tcp:127.0.0.1:0,tls:127.0.0.1:0",
+    )]);
+    let tls = r.sip_tls.expect("no sip tls listener line");
+    let cert = std::fs::read(r.dir.join("ript-cert.pem")).unwrap();
+    let key = std::fs::read(r.dir.join("ript-key.pem")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sip_transport::{Endpoint, EndpointConfig, Target, Transport, tls};
+        let ep = Endpoint::bind(EndpointConfig {
+            listen: vec!["tls:127.0.0.1:0".parse().unwrap()],
+            tls_server: Some(tls::server_config_from_pem(&cert, &key).unwrap()),
+            tls_client: Some(tls::client_config(Some(&cert), false).unwrap()),
+            ..EndpointConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut req =
+            msg::Request::new(msg::Method::Options, &format!("sip:{tls};transport=tls")).unwrap();
+        for (k, v) in [
+            ("From", "<sip:pbx@127.0.0.1>;tag=tls1"),
+            ("To", "<sip:gw@127.0.0.1>"),
+            ("Call-ID", "options-over-tls"),
+            ("CSeq", "1 OPTIONS"),
+        ] {
+            req.headers_mut().push(k, v).unwrap();
+        }
+        let target = Target::new(Transport::Tls, tls).with_server_name("localhost");
+        let mut txn = ep.handle().request(req, target).await.unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), txn.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()
+                .top_via()
+                .unwrap()
+                .to_string()
+                .contains("SIP/2.0/TLS"),
+            "{resp:?}"
+        );
+    });
+}

@@ -1,12 +1,15 @@
 //! The RTP shell: port pairs from a configured range, symmetric RTP with latching to the
 //! first source (comedia, RFC 4961), relays between two legs, counters and RTP timeout,
-//! SRTP/SRTCP on either leg.
+//! SRTP/SRTCP on either leg, and per-leg media transforms (payload type mapping, G.711 law
+//! conversion, RFC 4733 ⇄ SIP INFO, comfort noise) for a B2BUA between unlike peers.
 
 mod ports;
 mod relay;
+mod transform;
 
 pub use ports::{PortAllocator, PortRange, RtpPair};
 pub use relay::{Bridge, BridgeEnd, BridgeStats, Latch, LegConfig, LegStats};
+pub use transform::{BridgeEvent, Codec, DtmfMode, LegMedia};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -17,4 +20,13 @@ pub enum Error {
     Exhausted { start: u16, end: u16 },
     #[error("invalid port range {start}..={end}: needs an even start and at least one pair")]
     BadRange { start: u16, end: u16 },
+    /// The two legs' codecs differ in a way the relay does not translate (only µ-law ⇄
+    /// A-law is converted here).
+    #[error("cannot bridge {a} to {b}: only pcmu and pcma are converted into each other")]
+    UnsupportedCodecs { a: Codec, b: Codec },
+    /// Our caller asked for something the bridge cannot do.
+    #[error("misuse: {0}")]
+    Misuse(&'static str),
+    #[error("the bridge has stopped")]
+    Stopped,
 }

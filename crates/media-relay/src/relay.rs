@@ -1,12 +1,18 @@
 //! A two-leg RTP/RTCP relay: symmetric RTP with latching, per-leg counters (RFC 3550
-//! statistics), RTP timeout, and SRTP/SRTCP per leg (either leg may be plain, so the relay
-//! bridges SRTP ⇄ RTP). One task owns both legs' sockets and state: no per-packet locking or
-//! task hop, and no allocation unless a leg uses SRTP.
+//! statistics), RTP timeout, SRTP/SRTCP per leg (either leg may be plain, so the relay
+//! bridges SRTP ⇄ RTP), and, when both legs describe their peer's media, the transforms of
+//! [`crate::transform`] (payload type mapping, G.711 law conversion, RFC 4733 ⇄ SIP INFO,
+//! comfort noise). One task owns both legs' sockets and state: no per-packet locking or task
+//! hop. Without transforms a packet is forwarded byte for byte, with no allocation unless a
+//! leg uses SRTP.
 
+use crate::Error;
 use crate::ports::RtpPair;
+use crate::transform::{self, BridgeEvent, DirCounters, Direction, LegMedia, Seeds};
 use media_proto::rtp::RecvStats;
 use media_proto::srtp::{SessionKeys, SrtpSession};
 use std::borrow::Cow;
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -34,6 +40,23 @@ pub struct LegConfig {
     /// SDES keys when this peer speaks SRTP: what arrives is authenticated and decrypted
     /// with `inbound`, what is sent to it encrypted with `outbound`. `None`: plain RTP.
     pub srtp: Option<SessionKeys>,
+    /// What this leg's peer speaks (payload types, codec, DTMF mode, CN). Given for both
+    /// legs, the bridge translates between them and owns each outbound stream's SSRC,
+    /// sequence numbers and timeline; `None` on both: packets pass byte for byte.
+    pub media: Option<LegMedia>,
+}
+
+impl Default for LegConfig {
+    /// No SDP address yet, latch to the first source, 8 kHz, plain RTP, no transforms.
+    fn default() -> Self {
+        LegConfig {
+            remote: None,
+            latch: Latch::FirstSource,
+            clock_rate: 8000,
+            srtp: None,
+            media: None,
+        }
+    }
 }
 
 /// Counters of one leg (what it received).
@@ -56,6 +79,21 @@ pub struct LegStats {
     pub unvalidated: u64,
     pub rtcp: u64,
     pub latched: Option<SocketAddr>,
+    /// Digits this leg's peer sent as telephone-events, reported as [`BridgeEvent::Digit`]
+    /// because the other leg wants SIP INFO.
+    pub digits_in: u64,
+    /// Digits queued toward this leg's peer as telephone-events ([`Bridge::send_digit`]).
+    pub digits_out: u64,
+    /// Audio packets from this leg converted between µ-law and A-law.
+    pub converted: u64,
+    /// Telephone-events from this leg not forwarded: the other leg wants SIP INFO, or a
+    /// digit injected toward it was playing.
+    pub dropped_events: u64,
+    /// Comfort noise from this leg not forwarded: the other leg did not negotiate CN.
+    pub dropped_cn: u64,
+    /// Audio (and CN) from this leg held back while a digit injected toward the other leg
+    /// played (RFC 4733 §2.5.1.2).
+    pub suppressed: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -79,13 +117,24 @@ pub enum BridgeEnd {
 
 enum Cmd {
     Stats(oneshot::Sender<BridgeStats>),
+    Digit {
+        to_leg_b: bool,
+        digit: char,
+        duration_ms: Option<u32>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
+
+/// Digits waiting for the call task beyond this are dropped: the media path never waits for
+/// it, and a peer flooding telephone-events cannot grow memory.
+const EVENT_QUEUE: usize = 64;
 
 /// A running relay; dropping it stops the relay.
 #[derive(Debug)]
 pub struct Bridge {
     cmd: mpsc::Sender<Cmd>,
     task: JoinHandle<BridgeEnd>,
+    events: Option<mpsc::Receiver<BridgeEvent>>,
 }
 
 impl Drop for Bridge {
@@ -119,20 +168,22 @@ impl Leg {
         })
     }
 
-    /// Validates, decrypts (SRTP) and accounts one received RTP packet; returns what to
-    /// forward, in the clear.
-    fn accept_rtp<'a>(
+    /// Validates, decrypts (SRTP) and accounts one RTP packet received into `buf[..n]`;
+    /// returns the length of what to forward, in the clear, at the start of `buf`.
+    fn accept_rtp(
         &mut self,
-        buf: &'a [u8],
+        buf: &mut [u8],
+        n: usize,
         from: SocketAddr,
         now: Instant,
-    ) -> Option<Cow<'a, [u8]>> {
+    ) -> Option<usize> {
+        let wire = buf.get(..n).unwrap_or_default();
         // RFC 3550 §5.1 fixed header, version 2; RTCP demultiplexed away (RFC 5761 §4).
-        let (Some(b0), Some(b1)) = (buf.first(), buf.get(1)) else {
+        let (Some(b0), Some(b1)) = (wire.first(), wire.get(1)) else {
             self.counters.dropped += 1;
             return None;
         };
-        if buf.len() < 12 || b0 >> 6 != 2 || (200..=204).contains(b1) {
+        if wire.len() < 12 || b0 >> 6 != 2 || (200..=204).contains(b1) {
             self.counters.dropped += 1;
             return None;
         }
@@ -150,16 +201,27 @@ impl Leg {
         };
         // Authenticate before latching: otherwise anyone who guesses the port could take the
         // leg over with one forged packet, which is what SRTP is meant to prevent.
-        let buf = match &mut self.srtp {
-            Some(s) => match s.unprotect_rtp(buf) {
-                Ok(clear) => Cow::Owned(Vec::from(clear)),
+        let len = match &mut self.srtp {
+            // The clear packet is shorter than the wire one (no tag), so it fits in place.
+            Some(s) => match s.unprotect_rtp(wire) {
+                Ok(clear) => match buf.get_mut(..clear.len()) {
+                    Some(dst) => {
+                        dst.copy_from_slice(&clear);
+                        clear.len()
+                    }
+                    None => {
+                        self.counters.dropped += 1;
+                        return None;
+                    }
+                },
                 Err(_) => {
                     self.counters.srtp_failed += 1;
                     return None;
                 }
             },
-            None => Cow::Borrowed(buf),
+            None => n,
         };
+        let buf = buf.get(..len).unwrap_or_default();
         if latch_now {
             self.counters.latched = Some(from);
             self.peer = Some(from);
@@ -180,7 +242,7 @@ impl Leg {
         self.last_rx = now;
         self.stats
             .update(seq, ts, buf.len().saturating_sub(12), arrival_units);
-        Some(buf)
+        Some(len)
     }
 
     /// Sends one clear RTP or RTCP packet to this leg's peer, encrypting it for an SRTP peer.
@@ -216,8 +278,30 @@ impl Leg {
         }
     }
 
-    fn snapshot(&self) -> LegStats {
+    /// This leg's counters, with those of the direction from it (`inbound`) and the one
+    /// toward it (`outbound`) when transforms run.
+    fn snapshot(&self, inbound: Option<&Direction>, outbound: Option<&Direction>) -> LegStats {
         let mut c = self.counters.clone();
+        if let Some(d) = inbound {
+            let DirCounters {
+                dropped,
+                converted,
+                dropped_events,
+                dropped_cn,
+                suppressed,
+                digits_in,
+                digits_out: _,
+            } = d.counters;
+            c.dropped += dropped;
+            c.converted = converted;
+            c.dropped_events = dropped_events;
+            c.dropped_cn = dropped_cn;
+            c.suppressed = suppressed;
+            c.digits_in = digits_in;
+        }
+        if let Some(d) = outbound {
+            c.digits_out = d.counters.digits_out;
+        }
         c.packets = self.stats.packets;
         c.bytes = self.stats.bytes;
         c.lost = self.stats.lost();
@@ -234,22 +318,104 @@ impl Leg {
 
 impl Bridge {
     /// Relays between two legs until dropped or until one leg sends no RTP for `timeout`.
+    /// Outbound SSRCs, first sequence numbers and timestamps (with transforms) are random.
+    ///
+    /// Refused: media described for one leg only, a leg's description using one payload type
+    /// twice or one above 127, and codecs that differ other than µ-law ⇄ A-law.
     pub fn start(
         a: RtpPair,
         a_cfg: LegConfig,
         b: RtpPair,
         b_cfg: LegConfig,
         timeout: Duration,
-    ) -> Bridge {
+    ) -> Result<Bridge, Error> {
+        // RandomState carries per-process random keys: randomness enough for RTP's SSRC and
+        // initial values (RFC 3550 §5.1 wants them unpredictable, not secret).
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Bridge::start_seeded(a, a_cfg, b, b_cfg, timeout, seed)
+    }
+
+    /// [`start`](Self::start) with the outbound streams' random values drawn from `seed`.
+    pub fn start_seeded(
+        a: RtpPair,
+        a_cfg: LegConfig,
+        b: RtpPair,
+        b_cfg: LegConfig,
+        timeout: Duration,
+        seed: u64,
+    ) -> Result<Bridge, Error> {
+        let (ab, ba) = match (&a_cfg.media, &b_cfg.media) {
+            (None, None) => (None, None),
+            (Some(ma), Some(mb)) => {
+                transform::check_pair(ma, mb)?;
+                let now = Instant::now().into_std();
+                let mut seeds = Seeds::new(seed);
+                (
+                    Some(Direction::new(ma, mb, false, &mut seeds, now)),
+                    Some(Direction::new(mb, ma, true, &mut seeds, now)),
+                )
+            }
+            _ => {
+                return Err(Error::Misuse(
+                    "media described for one leg only: describe both or neither",
+                ));
+            }
+        };
         let (cmd, rx) = mpsc::channel(8);
-        let task = tokio::spawn(run(a, a_cfg, b, b_cfg, timeout, rx));
-        Bridge { cmd, task }
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let task = tokio::spawn(run(
+            a,
+            a_cfg,
+            b,
+            b_cfg,
+            Dirs { ab, ba },
+            timeout,
+            rx,
+            events_tx,
+        ));
+        Ok(Bridge {
+            cmd,
+            task,
+            events: Some(events),
+        })
     }
 
     pub async fn stats(&self) -> Option<BridgeStats> {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Cmd::Stats(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Plays `digit` toward the peer of leg B (`to_leg_b`) or A as RFC 4733 telephone-events
+    /// (say, for a SIP INFO that arrived on the other side), `duration_ms` long (default
+    /// 100 ms), after any digits still queued; audio toward that peer pauses meanwhile.
+    /// Refused when the bridge has no transforms, that leg wants SIP INFO itself, the
+    /// character is no DTMF digit, or 32 digits are waiting.
+    pub async fn send_digit(
+        &self,
+        to_leg_b: bool,
+        digit: char,
+        duration_ms: Option<u32>,
+    ) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Digit {
+                to_leg_b,
+                digit,
+                duration_ms,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// The bridge's events (digits toward a SIP INFO leg), once; the channel closes when the
+    /// bridge ends. Events beyond 64 unread ones are dropped.
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<BridgeEvent>> {
+        self.events.take()
     }
 
     /// Waits for the relay to end (RTP timeout).
@@ -261,15 +427,33 @@ impl Bridge {
 /// Up to this many packets are drained per readiness wake-up (fairness between sockets).
 const BURST: usize = 64;
 
-/// Moves RTP from `from` to `to`; `Err` on a socket error other than "nothing to read".
-fn pump_rtp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
+/// Moves RTP from `from` to `to`, through `dir` when transforms run; `Err` on a socket
+/// error other than "nothing to read".
+fn pump_rtp(
+    from: &mut Leg,
+    to: &mut Leg,
+    mut dir: Option<&mut Direction>,
+    buf: &mut [u8],
+    events: &mpsc::Sender<BridgeEvent>,
+) -> Result<(), ()> {
     for _ in 0..BURST {
         match from.pair.rtp.try_recv_from(buf) {
             Ok((n, src)) => {
-                let pkt = buf.get(..n).unwrap_or_default();
-                if let Some(clear) = from.accept_rtp(pkt, src, Instant::now())
-                    && !to.send(&clear, false)
-                {
+                let now = Instant::now();
+                let Some(len) = from.accept_rtp(buf, n, src, now) else {
+                    continue;
+                };
+                let Some(pkt) = buf.get_mut(..len) else {
+                    continue;
+                };
+                if let Some(d) = dir.as_deref_mut() {
+                    let forward = d.handle_rtp(now.into_std(), pkt);
+                    report(d, events);
+                    if !forward {
+                        continue;
+                    }
+                }
+                if !to.send(pkt, false) {
                     from.counters.dropped += 1;
                 }
             }
@@ -280,6 +464,26 @@ fn pump_rtp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
         }
     }
     Ok(())
+}
+
+/// Hands a direction's digits to the call task without waiting: a full queue drops them.
+fn report(dir: &mut Direction, events: &mpsc::Sender<BridgeEvent>) {
+    while let Some(e) = dir.poll_event() {
+        let _ = events.try_send(e);
+    }
+}
+
+/// Runs a direction's timers due at `now`: ends inbound digits whose packets stopped and
+/// sends the injected telephone-events that are due.
+fn drive(dir: Option<&mut Direction>, to: &mut Leg, events: &mpsc::Sender<BridgeEvent>) {
+    let Some(d) = dir else { return };
+    let now = Instant::now().into_std();
+    d.handle_timeout(now);
+    while let Some(pkt) = d.poll_transmit(now) {
+        // An injected packet SRTP cannot protect is lost like any other.
+        let _ = to.send(&pkt, false);
+    }
+    report(d, events);
 }
 
 fn pump_rtcp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
@@ -310,13 +514,34 @@ fn pump_rtcp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
     Ok(())
 }
 
+/// The two directions' transforms, when both legs describe their media: `ab` carries what
+/// A's peer sends toward B's peer.
+struct Dirs {
+    ab: Option<Direction>,
+    ba: Option<Direction>,
+}
+
+impl Dirs {
+    fn poll_timeout(&self) -> Option<Instant> {
+        let t = |d: &Option<Direction>| d.as_ref().and_then(Direction::poll_timeout);
+        match (t(&self.ab), t(&self.ba)) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        }
+        .map(Instant::from_std)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run(
     a: RtpPair,
     a_cfg: LegConfig,
     b: RtpPair,
     b_cfg: LegConfig,
+    mut dirs: Dirs,
     timeout: Duration,
     mut cmd: mpsc::Receiver<Cmd>,
+    events: mpsc::Sender<BridgeEvent>,
 ) -> BridgeEnd {
     let now = Instant::now();
     let (Ok(mut a), Ok(mut b)) = (Leg::new(a, a_cfg, now), Leg::new(b, b_cfg, now)) else {
@@ -324,21 +549,46 @@ async fn run(
     };
     let mut buf = [0u8; 2048];
     loop {
-        let deadline = a.last_rx.min(b.last_rx) + timeout;
+        let rtp_deadline = a.last_rx.min(b.last_rx) + timeout;
+        let deadline = dirs
+            .poll_timeout()
+            .map_or(rtp_deadline, |t| t.min(rtp_deadline));
+        let Dirs { ab, ba } = &mut dirs;
         let step = tokio::select! {
-            r = a.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut a, &mut b, &mut buf)),
-            r = b.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut b, &mut a, &mut buf)),
+            r = a.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut a, &mut b, ab.as_mut(), &mut buf, &events)),
+            r = b.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut b, &mut a, ba.as_mut(), &mut buf, &events)),
             r = a.pair.rtcp.readable() => r.map_err(drop).and_then(|()| pump_rtcp(&mut a, &mut b, &mut buf)),
             r = b.pair.rtcp.readable() => r.map_err(drop).and_then(|()| pump_rtcp(&mut b, &mut a, &mut buf)),
             c = cmd.recv() => match c {
                 Some(Cmd::Stats(r)) => {
-                    let _ = r.send(BridgeStats { a: a.snapshot(), b: b.snapshot() });
+                    let _ = r.send(BridgeStats {
+                        a: a.snapshot(ab.as_ref(), ba.as_ref()),
+                        b: b.snapshot(ba.as_ref(), ab.as_ref()),
+                    });
+                    Ok(())
+                }
+                Some(Cmd::Digit { to_leg_b, digit, duration_ms, reply }) => {
+                    let (dir, leg) = if to_leg_b { (ab.as_mut(), &mut b) } else { (ba.as_mut(), &mut a) };
+                    let r = match dir {
+                        Some(d) => {
+                            let r = d.handle_digit(Instant::now().into_std(), digit, duration_ms);
+                            drive(Some(d), leg, &events);
+                            r
+                        }
+                        None => Err(Error::Misuse("the bridge has no media descriptions to send digits with")),
+                    };
+                    let _ = reply.send(r);
                     Ok(())
                 }
                 None => return BridgeEnd::Stopped,
             },
             _ = tokio::time::sleep_until(deadline) => {
-                return BridgeEnd::Timeout { leg_b: b.last_rx < a.last_rx };
+                if Instant::now() >= rtp_deadline {
+                    return BridgeEnd::Timeout { leg_b: b.last_rx < a.last_rx };
+                }
+                drive(ab.as_mut(), &mut b, &events);
+                drive(ba.as_mut(), &mut a, &events);
+                Ok(())
             }
         };
         if step.is_err() {

@@ -78,14 +78,16 @@ async fn relays_both_ways_latches_refuses_hijack_and_counts_loss() {
         latch: Latch::FirstSource,
         clock_rate: 8000,
         srtp: None,
+        media: None,
     };
     let cfg_b = LegConfig {
         remote: Some(peer_b.local_addr().unwrap()),
         latch: Latch::Fixed,
         clock_rate: 8000,
         srtp: None,
+        media: None,
     };
-    let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30));
+    let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30)).unwrap();
     let to_a = SocketAddr::new(LO, port_a);
     let to_b = SocketAddr::new(LO, port_b);
     let mut buf = [0u8; 2048];
@@ -161,8 +163,9 @@ async fn rtp_timeout_ends_the_bridge() {
         latch: Latch::FirstSource,
         clock_rate: 8000,
         srtp: None,
+        media: None,
     };
-    let mut bridge = Bridge::start(leg_a, cfg, leg_b, cfg, Duration::from_millis(200));
+    let mut bridge = Bridge::start(leg_a, cfg, leg_b, cfg, Duration::from_millis(200)).unwrap();
     let end = within(bridge.ended()).await;
     assert!(
         matches!(end, media_relay::BridgeEnd::Timeout { .. }),
@@ -234,18 +237,21 @@ mod srtp {
                 latch: Latch::FirstSource,
                 clock_rate: 8000,
                 srtp: Some(leg_keys),
+                media: None,
             };
             let cfg_b = LegConfig {
                 remote: Some(peer_b.rtp.local_addr().unwrap()),
                 latch: Latch::Fixed,
                 clock_rate: 8000,
                 srtp: None,
+                media: None,
             };
             let (to_a, to_b) = (
                 SocketAddr::new(LO, leg_a.port),
                 SocketAddr::new(LO, leg_b.port),
             );
-            let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30));
+            let bridge =
+                Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30)).unwrap();
             let mut buf = [0u8; 2048];
             for seq in 0..5u16 {
                 let clear = rtp(seq, u32::from(seq) * 160);
@@ -311,15 +317,17 @@ mod srtp {
             latch: Latch::FirstSource,
             clock_rate: 8000,
             srtp: Some(leg_keys),
+            media: None,
         };
         let cfg_b = LegConfig {
             remote: Some(peer_b.rtp.local_addr().unwrap()),
             latch: Latch::Fixed,
             clock_rate: 8000,
             srtp: None,
+            media: None,
         };
         let to_a = SocketAddr::new(LO, leg_a.port);
-        let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30));
+        let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30)).unwrap();
         let intruder = UdpSocket::bind((LO, 0)).await.unwrap();
         // First to arrive, but forged: no latch, nothing forwarded.
         let forged = intruder_srtp.protect_rtp(&rtp(1, 160)).unwrap();

@@ -544,6 +544,7 @@ fn start_forwarder(
         latch: Latch::FirstSource,
         clock_rate: CLOCK_RATE,
         srtp: None,
+        media: None,
     };
     for pair in uas.chunks_exact(2) {
         let &[ua_a, ua_b] = pair else { continue };
@@ -551,7 +552,7 @@ fn start_forwarder(
         let b = alloc.allocate().context("allocating relay ports")?;
         ports.extend([a.port, b.port]);
         match kind {
-            Kind::Relay => bridges.push(Bridge::start(a, leg(ua_a), b, leg(ua_b), timeout)),
+            Kind::Relay => bridges.push(Bridge::start(a, leg(ua_a), b, leg(ua_b), timeout)?),
             Kind::Plain => {
                 let (a, b) = (Arc::new(a), Arc::new(b));
                 tasks.push(tokio::spawn(plain(

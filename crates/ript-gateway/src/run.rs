@@ -58,6 +58,15 @@ pub struct RunArgs {
         default_value = "SHA-256,MD5"
     )]
     sip_digest_algorithms: String,
+    /// Upstream registrations we keep: `user:password@host:port[/udp|/tcp|/tls]`, comma-separated
+    /// (the AOR is `sip:user@host`; refreshes and back-off per RFC 3261 §10).
+    #[arg(
+        long,
+        env = "RIPT_SIP_REGISTER",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    sip_register: String,
     /// Bearer token customers present (generated and printed on first start when absent).
     #[arg(long, env = "RIPT_TOKEN")]
     token: Option<String>,
@@ -210,6 +219,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             l.addr
         ));
     }
+    let registrations = crate::sip::start_registrations(&endpoint, &a.sip_register)
+        .await
+        .context("RIPT_SIP_REGISTER")?;
     tokio::spawn(crate::sip::serve(endpoint, admission));
     let mut server = Server::bind(opts, Arc::new(App { token }))
         .await
@@ -235,6 +247,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             _ = shutdown_signal() => {
                 info!("shutting down");
                 server.close();
+                crate::sip::unregister_all(registrations).await;
                 break;
             }
         }

@@ -299,6 +299,132 @@ fn sip_redacted(aor: &str) -> String {
     }
 }
 
+/// One `RIPT_SIP_REGISTER` entry: `user:password@host:port[/transport]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub user: String,
+    pub password: String,
+    pub host: String,
+    pub port: u16,
+    pub transport: sip_transport::Transport,
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (cred, rest) = s
+            .rsplit_once('@')
+            .ok_or("expected user:password@host:port[/transport]")?;
+        let (user, password) = cred.split_once(':').ok_or("expected user:password@…")?;
+        if user.is_empty() || password.is_empty() {
+            return Err("empty user or password".into());
+        }
+        let (hostport, transport) = match rest.split_once('/') {
+            Some((hp, t)) => (hp, t),
+            None => (rest, "udp"),
+        };
+        let transport = match transport.to_ascii_lowercase().as_str() {
+            "udp" => sip_transport::Transport::Udp,
+            "tcp" => sip_transport::Transport::Tcp,
+            "tls" => sip_transport::Transport::Tls,
+            other => return Err(format!("unknown transport {other}")),
+        };
+        let bad_port = || format!("bad port in {hostport}");
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("bad host in {hostport}"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (h, p.parse::<u16>().map_err(|_| bad_port())?),
+                None if after.is_empty() => (h, transport.default_port()),
+                None => return Err(format!("bad host in {hostport}")),
+            }
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad_port())?),
+                None => (hostport, transport.default_port()),
+            }
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '@') {
+            return Err(format!("bad host in {hostport}"));
+        }
+        Ok(Upstream {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            host: host.to_owned(),
+            port,
+            transport,
+        })
+    }
+}
+
+/// Starts every upstream registration of `spec` (comma-separated [`Upstream`]s). Hosts come
+/// from the operator's configuration, so they are resolved here (never hosts from messages).
+pub async fn start_registrations(
+    endpoint: &Endpoint,
+    spec: &str,
+) -> anyhow::Result<Vec<sip_ua::RegistrationHandle>> {
+    let mut out = Vec::new();
+    for entry in spec.split(',').filter(|e| !e.trim().is_empty()) {
+        let up: Upstream = entry
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("{e} (in an entry of RIPT_SIP_REGISTER)"))?;
+        let addr = tokio::net::lookup_host((up.host.as_str(), up.port))
+            .await?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{}: no address", up.host))?;
+        let local = endpoint.local_addr(up.transport).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no {} listener to register {} from",
+                up.transport.as_str(),
+                up.host
+            )
+        })?;
+        let host = if up.host.contains(':') {
+            format!("[{}]", up.host)
+        } else {
+            up.host.clone()
+        };
+        let param = match up.transport {
+            sip_transport::Transport::Udp => String::new(),
+            t => format!(";transport={}", t.as_str().to_ascii_lowercase()),
+        };
+        let cfg = sip_proto::register::RegistrationConfig::new(
+            format!("sip:{}@{host}", up.user),
+            format!("sip:{host}:{}{param}", up.port),
+            format!("sip:{}@{local}{param}", up.user),
+            up.user.clone(),
+            sip_proto::digest::Secret::Password(up.password.clone()),
+        );
+        let mut target = sip_transport::Target::new(up.transport, addr);
+        if up.transport == sip_transport::Transport::Tls {
+            target = target.with_server_name(up.host.clone());
+        }
+        let h = sip_ua::register(endpoint.handle(), cfg, target)?;
+        info!(registrar = %addr, user = %up.user, "registering upstream");
+        out.push(h);
+    }
+    Ok(out)
+}
+
+/// Removes our upstream bindings on shutdown, waiting at most 2 s in all.
+pub async fn unregister_all(regs: Vec<sip_ua::RegistrationHandle>) {
+    let all = async {
+        for mut r in regs {
+            r.unregister().await;
+            while let Some(s) = r.changed().await {
+                if s == sip_ua::RegState::Unregistered {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), all).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +447,37 @@ mod tests {
         assert!(any.contains("192.0.2.1".parse().unwrap()));
         for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upstream_entries_parse_and_refuse() {
+        let u: Upstream = "gw:s3cret@10.0.0.5:5070/tcp".parse().unwrap();
+        assert_eq!(
+            (
+                u.user.as_str(),
+                u.password.as_str(),
+                u.host.as_str(),
+                u.port
+            ),
+            ("gw", "s3cret", "10.0.0.5", 5070)
+        );
+        assert_eq!(u.transport, sip_transport::Transport::Tcp);
+        let u: Upstream = "gw:p@w:rd@sip.example.net".parse().unwrap();
+        assert_eq!((u.password.as_str(), u.port), ("p@w:rd", 5060));
+        let u: Upstream = "gw:x@[::1]:5062/tls".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 5062));
+        let u: Upstream = "gw:x@[::1]/tls".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 5061));
+        for bad in [
+            "nohost",
+            "gw@h:5060",
+            ":x@h",
+            "gw:x@h:99999",
+            "gw:x@h/sctp",
+            "gw:x@",
+        ] {
+            assert!(bad.parse::<Upstream>().is_err(), "{bad}");
         }
     }
 }

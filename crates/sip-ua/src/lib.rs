@@ -219,6 +219,16 @@ impl UserAgent {
     }
 }
 
+/// Keeps a registration with an upstream registrar over `handle`'s endpoint, for a user of
+/// the endpoint that does not run a [`UserAgent`].
+pub fn register(
+    handle: Handle,
+    cfg: sip_proto::register::RegistrationConfig,
+    target: Target,
+) -> Result<RegistrationHandle, Error> {
+    registration::start(handle, cfg, target)
+}
+
 async fn route(s: &Arc<Shared>, ev: Event, app: &mpsc::Sender<UaEvent>) {
     match ev {
         Event::Request(inc) => route_request(s, inc, app).await,

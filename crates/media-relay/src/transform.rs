@@ -224,14 +224,13 @@ impl OutStream {
         ts.wrapping_add(self.since_audio(now).max(self.frame))
     }
 
-    /// The timestamp of the audio frame after `now`: where an event starting now replaces
-    /// the audio (the frame under way, already sent, is left whole).
-    fn next_frame_ts(&self, now: Instant) -> u32 {
+    /// The audio timeline at `now`, projected from the last audio packet: an event starting
+    /// now starts there. Audio is held back by wall time while the event plays, so the
+    /// event's timestamps and the audio's stay one timeline; a key pressed mid-frame starts
+    /// mid-frame.
+    fn clock_at(&self, now: Instant) -> u32 {
         let (_, ts) = self.last_audio;
-        let frame = u64::from(self.frame.max(1));
-        let frames = u64::from(self.since_audio(now)).div_ceil(frame).max(1);
-        // Modulo 2^32 like every RTP timestamp.
-        ts.wrapping_add((frames * frame) as u32)
+        ts.wrapping_add(self.since_audio(now))
     }
 
     /// An audio packet with timestamp `ts` goes out at `now`.
@@ -563,8 +562,8 @@ impl Direction {
             if let Some((s, _)) = &mut self.sender
                 && !s.is_idle()
             {
-                // A digit queued behind another one starts after this frame.
-                s.handle_media_clock(now, ts.wrapping_add(self.out.frame));
+                // A digit queued behind another one starts on this clock.
+                s.handle_media_clock(now, ts);
             }
         }
         write_header(pkt, p.marker, out_pt, seq, ts, self.out.ssrc);
@@ -584,9 +583,7 @@ impl Direction {
             ));
         };
         if s.is_idle() {
-            // RFC 4733 §2.5.1.2: the event replaces the audio from its start, so it starts on
-            // the next frame, never inside one the peer already has.
-            s.handle_media_clock(now, self.out.next_frame_ts(now));
+            s.handle_media_clock(now, self.out.clock_at(now));
         }
         s.handle_info(now, &InfoDigit { digit, duration_ms })
             .map_err(|e| match e {

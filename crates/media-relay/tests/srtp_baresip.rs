@@ -392,6 +392,7 @@ async fn call(suite: Suite, slot: u16) {
                 inbound: theirs[0].key,
                 outbound: ours,
             }),
+            media: None,
         },
         leg_b,
         LegConfig {
@@ -399,9 +400,11 @@ async fn call(suite: Suite, slot: u16) {
             latch: Latch::Fixed,
             clock_rate: 8000,
             srtp: None,
+            media: None,
         },
         Duration::from_secs(30),
-    );
+    )
+    .unwrap();
 
     // Our stream: OUR_PACKETS 20 ms PCMU frames of a 1 kHz tone, plain RTP into leg B. The
     // interval paces the stream; `sent` tells how far it got.

@@ -150,3 +150,40 @@ fn baresip_registers_with_digest() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(registered, "baresip did not register:\n{}", seen.join("\n"));
 }
+
+/// The gateway keeps an upstream registration (`RIPT_SIP_REGISTER`) with SIPp as the
+/// registrar: SIPp challenges, checks the digest answer with its own code and grants a binding.
+#[test]
+fn gateway_registers_upstream_with_sipp_as_registrar() {
+    let port = free_port();
+    let err = std::env::temp_dir().join(format!("sipp-registrar-{}.log", std::process::id()));
+    let sipp = Command::new("sipp")
+        .args([
+            "-sf",
+            &scenario("registrar_once"),
+            "-m",
+            "1",
+            "-i",
+            "127.0.0.1",
+        ])
+        .args([
+            "-t",
+            "u1",
+            "-p",
+            &port.to_string(),
+            "-timeout",
+            "20s",
+            "-nostdin",
+        ])
+        .args(["-trace_err", "-error_file"])
+        .arg(&err)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("sipp not runnable ({e}): run scripts/test"));
+    // The gateway's REGISTER is retransmitted over UDP until SIPp listens.
+    let _gw = start_with(&[("RIPT_SIP_REGISTER", &format!("gw:secret@127.0.0.1:{port}"))]);
+    let out = sipp.wait_with_output().unwrap();
+    let errors = std::fs::read_to_string(&err).unwrap_or_default();
+    let _ = std::fs::remove_file(&err);
+    assert!(out.status.success(), "sipp registrar failed:\n{errors}");
+}

@@ -2,12 +2,7 @@
 //! that speaks PCMA and signals digits only by SIP INFO, and our own UA with an RTP probe as a
 //! far phone that speaks PCMU and RFC 4733: the relay converts A-law ⇄ µ-law, turns SIPp's
 //! INFO into RFC 4733 toward the phone and the phone's RFC 4733 into an INFO toward SIPp.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+use super::*;
 
 use bytes::Bytes;
 use media_proto::dtmf::{TelephoneEvent, char_of, dtmf_relay_body, parse_info};
@@ -15,95 +10,13 @@ use media_relay::{
     Bridge, BridgeEvent, Codec, DtmfMode, Latch, LegConfig, LegMedia, PortAllocator, PortRange,
 };
 use sip_proto::sdp::{self, Direction, Local, Sdp, SrtpMode};
-use sip_transport::{Endpoint, EndpointConfig, Target, Transport};
-use sip_ua::{CallOptions, OfferKind, SessionEvent, UaConfig, UaEvent, UserAgent};
+use sip_transport::{Target, Transport};
+use sip_ua::{CallOptions, OfferKind, SessionEvent, UaConfig, UaEvent};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
-fn free_media_port() -> u16 {
-    loop {
-        let p = free_port() & !1;
-        if p > 1024
-            && p < 65530
-            && (p..p + 4).all(|q| std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok())
-        {
-            return p;
-        }
-    }
-}
-
-async fn agent() -> (UserAgent, SocketAddr) {
-    let ep = Endpoint::bind(EndpointConfig {
-        listen: vec!["udp:127.0.0.1:0".parse().unwrap()],
-        ..EndpointConfig::default()
-    })
-    .await
-    .unwrap();
-    let udp = ep.local_addr(Transport::Udp).unwrap();
-    (UserAgent::new(ep, UaConfig::default()), udp)
-}
-
-async fn sipp(name: &str, target: SocketAddr) -> Result<(), String> {
-    let err = std::env::temp_dir().join(format!(
-        "sipp-b2bua-{}-{}.log",
-        std::process::id(),
-        free_port()
-    ));
-    let args = vec![
-        target.to_string(),
-        "-sf".to_owned(),
-        format!("{}/../../tests/sipp/{name}.xml", env!("CARGO_MANIFEST_DIR")),
-        "-m".into(),
-        "1".into(),
-        "-i".into(),
-        "127.0.0.1".into(),
-        "-mi".into(),
-        "127.0.0.1".into(),
-        "-mp".into(),
-        free_media_port().to_string(),
-        "-t".into(),
-        "u1".into(),
-        "-p".into(),
-        free_port().to_string(),
-        "-timeout".into(),
-        "40s".into(),
-        "-nostdin".into(),
-        "-trace_err".into(),
-        "-error_file".into(),
-        err.display().to_string(),
-    ];
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("sipp").args(&args).output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("sipp not runnable ({e}): run scripts/test, which installs it"));
-    let errors = std::fs::read_to_string(&err).unwrap_or_default();
-    let _ = std::fs::remove_file(&err);
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "sipp {name} failed:\n{errors}\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        ))
-    }
-}
 
 /// What the far phone heard.
 #[derive(Debug, Default, Clone)]
@@ -226,13 +139,22 @@ fn media_addr(body: &[u8]) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_and_rfc4733_cross_a_b2bua_with_law_conversion() {
-    let (mut gw, gw_udp) = agent().await;
-    let (mut far, far_udp) = agent().await;
+    let (mut gw, gw_udp, _) = agent(UaConfig::default()).await;
+    let (mut far, far_udp, _) = agent(UaConfig::default()).await;
     let ports = PortAllocator::new(
         "127.0.0.1".parse().unwrap(),
         PortRange::new(32100, 32199).unwrap(),
     );
-    let mut sipp_run = tokio::spawn(sipp("uac_info_dtmf", gw_udp));
+    let mut sipp_run = tokio::spawn(sipp(
+        "uac_info_dtmf",
+        vec![
+            gw_udp.to_string(),
+            "-t".into(),
+            "u1".into(),
+            "-p".into(),
+            free_port().to_string(),
+        ],
+    ));
 
     // The far phone: answers PCMU with telephone-event, then presses 7 once it heard 5.
     let mut phone = Phone::bind().await;

@@ -293,8 +293,7 @@ fn uas_args() -> (u16, Vec<String>) {
     )
 }
 
-fn options_to(port: u16, ua: &UserAgent, probe: &MediaProbe, user: &str) -> CallOptions {
-    let _ = ua;
+fn options_to(port: u16, probe: &MediaProbe, user: &str) -> CallOptions {
     CallOptions {
         uri: format!("sip:{user}@127.0.0.1:{port}"),
         from: "<sip:+14085551000@127.0.0.1>".into(),
@@ -304,6 +303,39 @@ fn options_to(port: u16, ua: &UserAgent, probe: &MediaProbe, user: &str) -> Call
         credentials: None,
         headers: vec![],
     }
+}
+
+/// SIPp runs `scenario` as the called side and we call it: the agent, the call, our RTP
+/// probe and SIPp's run. The agent must outlive the call.
+async fn call_sipp(
+    cfg: UaConfig,
+    scenario: &'static str,
+    credentials: Option<(String, String)>,
+) -> (
+    UserAgent,
+    Call,
+    MediaProbe,
+    tokio::task::JoinHandle<Result<(), String>>,
+) {
+    let (ua, _, _) = agent(cfg).await;
+    let (port, args) = uas_args();
+    let run = tokio::spawn(sipp(scenario, args));
+    let probe = MediaProbe::bind().await;
+    let mut opts = options_to(port, &probe, "core");
+    opts.credentials = credentials;
+    let call = ua.call(opts).await.unwrap();
+    (ua, call, probe, run)
+}
+
+/// Reads the call's events to the end; how it ended.
+async fn end_of(call: &mut Call) -> Option<(EndReason, Option<u16>)> {
+    let mut end = None;
+    while let Some(ev) = tokio::time::timeout(WAIT, call.next_event()).await.unwrap() {
+        if let SessionEvent::Terminated { reason, status } = ev {
+            end = Some((reason, status));
+        }
+    }
+    end
 }
 
 /// Waits for the 2xx and its ACK.
@@ -327,13 +359,12 @@ async fn until_confirmed(call: &mut Call) -> Vec<SessionEvent> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_call_sipp_answer_its_challenge_hear_rtp_and_dtmf_and_hang_up() {
-    let (ua, _, _) = agent(UaConfig::default()).await;
-    let (port, args) = uas_args();
-    let run = tokio::spawn(sipp("uas_answer_media", args));
-    let mut probe = MediaProbe::bind().await;
-    let mut opts = options_to(port, &ua, &probe, "core");
-    opts.credentials = Some(("gw".into(), "secret".into()));
-    let mut call = ua.call(opts).await.unwrap();
+    let (_ua, mut call, mut probe, run) = call_sipp(
+        UaConfig::default(),
+        "uas_answer_media",
+        Some(("gw".into(), "secret".into())),
+    )
+    .await;
     let seen = until_confirmed(&mut call).await;
     assert!(
         seen.contains(&SessionEvent::Progress { status: 180 }),
@@ -349,26 +380,17 @@ async fn we_call_sipp_answer_its_challenge_hear_rtp_and_dtmf_and_hang_up() {
         .await;
     assert_eq!(heard.digits, vec!['5']);
     call.bye().await.unwrap();
-    let mut end = None;
-    while let Some(ev) = call.next_event().await {
-        if let SessionEvent::Terminated { reason, .. } = ev {
-            end = Some(reason);
-        }
-    }
-    assert_eq!(end, Some(EndReason::LocalBye));
+    assert_eq!(
+        end_of(&mut call).await.map(|e| e.0),
+        Some(EndReason::LocalBye)
+    );
     run.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_call_sipp_prack_its_183_and_follow_its_hold_and_resume() {
-    let (ua, _, _) = agent(UaConfig::default()).await;
-    let (port, args) = uas_args();
-    let run = tokio::spawn(sipp("uas_prack_reinvite", args));
-    let probe = MediaProbe::bind().await;
-    let mut call = ua
-        .call(options_to(port, &ua, &probe, "core"))
-        .await
-        .unwrap();
+    let (_ua, mut call, probe, run) =
+        call_sipp(UaConfig::default(), "uas_prack_reinvite", None).await;
     let seen = until_confirmed(&mut call).await;
     assert!(
         seen.contains(&SessionEvent::Progress { status: 183 }),
@@ -388,14 +410,7 @@ async fn we_call_sipp_prack_its_183_and_follow_its_hold_and_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_cancel_a_ringing_call_to_sipp() {
-    let (ua, _, _) = agent(UaConfig::default()).await;
-    let (port, args) = uas_args();
-    let run = tokio::spawn(sipp("uas_cancel", args));
-    let probe = MediaProbe::bind().await;
-    let mut call = ua
-        .call(options_to(port, &ua, &probe, "core"))
-        .await
-        .unwrap();
+    let (_ua, mut call, _probe, run) = call_sipp(UaConfig::default(), "uas_cancel", None).await;
     loop {
         match tokio::time::timeout(WAIT, call.next_event()).await.unwrap() {
             Some(SessionEvent::Progress { status: 180 }) => break,
@@ -404,26 +419,16 @@ async fn we_cancel_a_ringing_call_to_sipp() {
         }
     }
     call.cancel().await.unwrap();
-    let mut end = None;
-    while let Some(ev) = call.next_event().await {
-        if let SessionEvent::Terminated { reason, status } = ev {
-            end = Some((reason, status));
-        }
-    }
-    assert_eq!(end.map(|e| e.0), Some(EndReason::Cancelled));
+    assert_eq!(
+        end_of(&mut call).await,
+        Some((EndReason::Cancelled, Some(487)))
+    );
     run.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_refresh_the_session_sipp_made_us_refresh() {
-    let (ua, _, _) = agent(short_timers()).await;
-    let (port, args) = uas_args();
-    let run = tokio::spawn(sipp("uas_refresh", args));
-    let probe = MediaProbe::bind().await;
-    let mut call = ua
-        .call(options_to(port, &ua, &probe, "core"))
-        .await
-        .unwrap();
+    let (_ua, mut call, probe, run) = call_sipp(short_timers(), "uas_refresh", None).await;
     until_confirmed(&mut call).await;
     let mut report = Report::default();
     let mut version = 1;
@@ -473,18 +478,11 @@ async fn we_keep_a_registration_with_sipp_as_registrar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_call_is_cancelled_after_the_no_answer_timeout() {
-    let (ua, _, _) = agent(UaConfig {
+    let cfg = UaConfig {
         no_answer_timeout: Duration::from_secs(1),
         ..UaConfig::default()
-    })
-    .await;
-    let (port, args) = uas_args();
-    let run = tokio::spawn(sipp("uas_cancel", args));
-    let probe = MediaProbe::bind().await;
-    let mut call = ua
-        .call(options_to(port, &ua, &probe, "core"))
-        .await
-        .unwrap();
+    };
+    let (_ua, mut call, _probe, run) = call_sipp(cfg, "uas_cancel", None).await;
     let mut seen = vec![];
     while let Some(ev) = tokio::time::timeout(WAIT, call.next_event()).await.unwrap() {
         seen.push(ev);

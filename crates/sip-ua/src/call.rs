@@ -212,7 +212,7 @@ fn new_task(
 
 pub(crate) fn start_incoming(s: Arc<Shared>, inc: Incoming) -> Result<Option<IncomingCall>, Error> {
     let tag = random_token();
-    let cfg = s.session_config(inc.transport)?;
+    let cfg = s.session_config(inc.transport, inc.source)?;
     let via = cfg.via.clone();
     let session = match InviteSession::uas(now(), inc.txn, &inc.request, &tag, cfg) {
         Ok(x) => x,
@@ -228,7 +228,9 @@ pub(crate) fn start_incoming(s: Arc<Shared>, inc: Incoming) -> Result<Option<Inc
         }
     };
     let peer = Target::new(inc.transport, inc.source);
-    let (call, task) = new_task(s, session, peer, via, None);
+    let no_answer_at = now() + s.cfg.no_answer_timeout;
+    let (call, mut task) = new_task(s, session, peer, via, None);
+    task.no_answer_at = Some(no_answer_at);
     tokio::spawn(task.run());
     Ok(Some(IncomingCall {
         call,
@@ -240,7 +242,7 @@ pub(crate) fn start_incoming(s: Arc<Shared>, inc: Incoming) -> Result<Option<Inc
 
 pub(crate) fn start_outgoing(s: Arc<Shared>, o: CallOptions) -> Result<Call, Error> {
     let t = o.target.transport;
-    let cfg = s.session_config(t)?;
+    let cfg = s.session_config(t, o.target.addr)?;
     let via = cfg.via.clone();
     let call_id = format!("{}{}", random_token(), random_token());
     let mut req = Request::new(Method::Invite, &o.uri)?;
@@ -315,18 +317,29 @@ impl Task {
                     },
                     _ = sleep_until_opt(deadline) => self.session.handle_timeout(now()),
                     _ = sleep_until_opt(no_answer) => {
+                        // Ours: CANCEL; theirs, never decided by the application: 480.
                         self.no_answer_at = None;
-                        info!("no answer: cancelling");
-                        let _ = self.session.cancel(now());
+                        info!("no answer in time: ending the call");
+                        let _ = self.on_op(Op::Hangup);
                     }
                 }
             }
-            let mut calls = lock(&self.s.calls);
-            if calls
-                .get(&self.call_id)
-                .is_some_and(|t| t.same_channel(&self.input_tx))
             {
-                calls.remove(&self.call_id);
+                let mut calls = lock(&self.s.calls);
+                if calls
+                    .get(&self.call_id)
+                    .is_some_and(|t| t.same_channel(&self.input_tx))
+                {
+                    calls.remove(&self.call_id);
+                }
+            }
+            // Requests that crossed the end (a BYE crossing ours, a late re-INVITE) still
+            // get an answer, so their transactions end.
+            self.input.close();
+            while let Ok(i) = self.input.try_recv() {
+                if let Input::Request(inc) = i {
+                    crate::respond(&self.s, &inc, 481, "Call/Transaction Does Not Exist").await;
+                }
             }
         }
         .instrument(span)
@@ -412,9 +425,11 @@ impl Task {
 
     /// Starts a client transaction whose responses come back as input, in order.
     fn send_request(&mut self, req: Request) {
+        // The challenge is answered from the latest initial INVITE (after a 422 retry, say),
+        // so its CSeq is never reused.
         if let Some(a) = &mut self.auth
-            && a.invite.is_none()
             && req.method() == &Method::Invite
+            && self.session.state() == SessionState::Early
         {
             a.invite = Some(req.clone());
         }
@@ -510,7 +525,7 @@ impl Task {
                 return false;
             }
         };
-        let cfg = match self.s.session_config(self.peer.transport) {
+        let cfg = match self.s.session_config(self.peer.transport, self.peer.addr) {
             Ok(c) => c,
             Err(_) => return false,
         };

@@ -128,9 +128,20 @@ impl Shared {
         self.local.iter().find(|l| l.transport == t).map(|l| l.addr)
     }
 
-    /// Our Contact and Via (without branch) for a dialog on transport `t`.
-    pub fn contact_and_via(&self, t: Transport) -> Result<(String, String), Error> {
-        let addr = self.listener(t).ok_or(Error::NoListener(t.as_str()))?;
+    /// Our Contact and Via (without branch) for a dialog with `peer` on transport `t`. A
+    /// wildcard listener (0.0.0.0, ::) is named by the address the kernel routes toward
+    /// the peer from: peers send in-dialog requests to our Contact.
+    pub fn contact_and_via(
+        &self,
+        t: Transport,
+        peer: std::net::SocketAddr,
+    ) -> Result<(String, String), Error> {
+        let mut addr = self.listener(t).ok_or(Error::NoListener(t.as_str()))?;
+        if addr.ip().is_unspecified()
+            && let Some(ip) = local_ip_toward(addr.ip(), peer)
+        {
+            addr.set_ip(ip);
+        }
         let host = match addr {
             std::net::SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
             std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
@@ -145,8 +156,12 @@ impl Shared {
         ))
     }
 
-    pub fn session_config(&self, t: Transport) -> Result<sip_proto::session::SessionConfig, Error> {
-        let (contact, via) = self.contact_and_via(t)?;
+    pub fn session_config(
+        &self,
+        t: Transport,
+        peer: std::net::SocketAddr,
+    ) -> Result<sip_proto::session::SessionConfig, Error> {
+        let (contact, via) = self.contact_and_via(t, peer)?;
         let mut c = sip_proto::session::SessionConfig::new(&contact, &via, rand::random());
         c.t1 = self.cfg.t1;
         c.t2 = self.cfg.t2;
@@ -156,6 +171,16 @@ impl Shared {
         c.user_agent.clone_from(&self.cfg.user_agent);
         Ok(c)
     }
+}
+
+/// The source address a datagram toward `peer` would leave from (no packet is sent).
+fn local_ip_toward(
+    unspecified: std::net::IpAddr,
+    peer: std::net::SocketAddr,
+) -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind((unspecified, 0)).ok()?;
+    s.connect(peer).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
 }
 
 /// The agent: owns the endpoint's event stream through its router task.
@@ -230,16 +255,29 @@ pub fn register(
 }
 
 async fn route(s: &Arc<Shared>, ev: Event, app: &mpsc::Sender<UaEvent>) {
+    // The router never waits on a call or on the application: one slow consumer must not
+    // stall every other call. What cannot be queued is refused (requests) or dropped
+    // (ACKs and 2xx retransmissions, which their senders repeat).
     match ev {
         Event::Request(inc) => route_request(s, inc, app).await,
         Event::Ack { ack, .. } => {
-            if let Some(tx) = owner(s, ack.headers().call_id().ok()) {
-                let _ = tx.send(Input::Ack(ack)).await;
+            if let Some(tx) = owner(s, ack.headers().call_id().ok())
+                && tx.try_send(Input::Ack(ack)).is_err()
+            {
+                debug!("call busy: ACK dropped");
             }
         }
         Event::StrayResponse { response, .. } => {
-            if let Some(tx) = owner(s, response.headers().call_id().ok()) {
-                let _ = tx.send(Input::Response(response)).await;
+            // Only a 2xx to an INVITE outlives its transaction (RFC 3261 §13.2.2.4); other
+            // strays are dropped (§17.1.3) rather than shown to a session, where a forged
+            // one could end or redirect a call knowing only its Call-ID.
+            let invite_2xx = (200..300).contains(&response.status())
+                && matches!(response.headers().cseq(), Ok((_, Method::Invite)));
+            if invite_2xx
+                && let Some(tx) = owner(s, response.headers().call_id().ok())
+                && tx.try_send(Input::Response(response)).is_err()
+            {
+                debug!("call busy: 2xx retransmission dropped");
             }
         }
         _ => {}
@@ -265,21 +303,47 @@ async fn route_request(s: &Arc<Shared>, inc: Incoming, app: &mpsc::Sender<UaEven
             respond(s, &inc, 482, "Loop Detected").await;
             return;
         }
+        if app.capacity() == 0 {
+            warn!("application overloaded: INVITE refused");
+            respond(s, &inc, 503, "Service Unavailable").await;
+            return;
+        }
         let span = info_span!("call", call_id = %call_id);
         let _g = span.enter();
+        let (txn, request) = (inc.txn, inc.request.clone());
         match call::start_incoming(s.clone(), inc) {
             Ok(Some(c)) => {
-                if app.send(UaEvent::Call(c)).await.is_err() {
-                    warn!("no application: incoming call dropped");
+                // Should the queue have filled meanwhile, the dropped call answers 480.
+                if app.try_send(UaEvent::Call(c)).is_err() {
+                    warn!("application overloaded: incoming call dropped");
                 }
             }
             Ok(None) => {}
-            Err(e) => debug!(error = %e, "incoming INVITE not taken"),
+            Err(e) => {
+                warn!(error = %e, "incoming INVITE not taken");
+                let fake = Incoming {
+                    txn,
+                    request,
+                    source: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                    transport: Transport::Udp,
+                    cancels: None,
+                };
+                respond(s, &fake, 500, "Server Internal Error").await;
+            }
         }
         return;
     }
     if let Some(tx) = owner(s, Some(&call_id)) {
-        let _ = tx.send(Input::Request(inc)).await;
+        match tx.try_send(Input::Request(inc)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(Input::Request(inc))) => {
+                respond(s, &inc, 503, "Service Unavailable").await;
+            }
+            Err(mpsc::error::TrySendError::Closed(Input::Request(inc))) => {
+                respond(s, &inc, 481, "Call/Transaction Does Not Exist").await;
+            }
+            Err(_) => {}
+        }
         return;
     }
     if to_tag || method == Method::Cancel || method == Method::Ack {
@@ -288,16 +352,45 @@ async fn route_request(s: &Arc<Shared>, inc: Incoming, app: &mpsc::Sender<UaEven
         }
         return;
     }
-    if app.send(UaEvent::Request(inc)).await.is_err() {
-        warn!("no application: request dropped");
+    match app.try_send(UaEvent::Request(inc)) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(UaEvent::Request(inc))) => {
+            respond(s, &inc, 503, "Service Unavailable").await;
+        }
+        Err(_) => warn!("no application: request dropped"),
     }
 }
 
 pub(crate) async fn respond(s: &Shared, inc: &Incoming, status: u16, reason: &str) {
+    if inc.request.method() == &Method::Ack {
+        return;
+    }
     match Response::for_request(&inc.request, status, reason, &random_token()) {
         Ok(r) => {
             let _ = s.handle.respond(inc.txn, r).await;
         }
         Err(e) => debug!(error = %e, "cannot answer"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wildcard_listener_is_named_by_the_address_toward_the_peer() {
+        let ep = Endpoint::bind(sip_transport::EndpointConfig {
+            listen: vec!["udp:0.0.0.0:0".parse().unwrap()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let port = ep.local_addr(Transport::Udp).unwrap().port();
+        let ua = UserAgent::new(ep, UaConfig::default());
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 5062));
+        let (contact, via) = ua.shared.contact_and_via(Transport::Udp, peer).unwrap();
+        assert_eq!(contact, format!("<sip:gw@127.0.0.1:{port}>"));
+        assert_eq!(via, format!("SIP/2.0/UDP 127.0.0.1:{port}"));
     }
 }

@@ -499,3 +499,29 @@ async fn an_unanswered_call_is_cancelled_after_the_no_answer_timeout() {
     );
     run.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_application_never_decides_ends_with_480() {
+    let (mut ua, udp, _) = agent(UaConfig {
+        no_answer_timeout: Duration::from_secs(1),
+        ..UaConfig::default()
+    })
+    .await;
+    let run = sipp(
+        "uac_unanswered",
+        vec![
+            udp.to_string(),
+            "-t".into(),
+            "u1".into(),
+            "-p".into(),
+            free_port().to_string(),
+        ],
+    );
+    let serve = async {
+        let mut call = next_call(&mut ua).await.call;
+        // The application holds the call and does nothing.
+        end_of(&mut call).await
+    };
+    let end = against_sipp(run, serve).await;
+    assert_eq!(end.map(|e| e.1), Some(Some(480)));
+}

@@ -409,6 +409,10 @@ enum Coder {
 /// covers (RFC 6716 §3.2.5). Beyond it PLC has faded to silence anyway (libopus attenuates
 /// within a few frames), so the rest of a longer gap is left as a timestamp gap.
 const MAX_CONCEAL: u32 = 5_760;
+/// RFC 3550 §A.1's bounds on a sequence number jump that is still loss (ahead) or
+/// reordering (behind); a larger one is a restarted source.
+const MAX_DROPOUT: u16 = 3000;
+const MAX_MISORDER: u16 = 100;
 /// Concealment works in whole 2.5 ms frames (RFC 6716 §2.1.4), in 48 kHz ticks.
 const CONCEAL_UNIT: u32 = 120;
 /// G.711 toward the outbound peer goes out in packets of 20 ms (160 samples), the usual
@@ -711,14 +715,22 @@ impl Direction {
     /// numbers are taken as packets leave: one inbound packet may give none, one or several.
     fn handle_transcoded(&mut self, now: Instant, pkt: &mut [u8], p: &Rtp) -> bool {
         let suppress = self.suppressing(now);
+        let here = self.out.ts_at(now);
         let Some(t) = self.transcoder.as_mut() else {
             return false;
         };
-        if t.last_seq.is_some_and(|last| !seq_after(p.seq, last)) {
-            // Its moment has passed (the decoder concealed it, the encoder moved on), and
-            // sending it now would put the outbound sequence out of order.
-            self.counters.late += 1;
-            return false;
+        if let Some(last) = t.last_seq {
+            let ahead = p.seq.wrapping_sub(last);
+            if ahead > MAX_DROPOUT && ahead <= u16::MAX - MAX_MISORDER {
+                // RFC 3550 §A.1: a jump this far is the source restarting (same SSRC, new
+                // seq and timestamps), not loss or reordering: follow it like a new source.
+                t.follow_source(here);
+            } else if !seq_after(p.seq, last) {
+                // Its moment has passed (the decoder concealed it, the encoder moved on),
+                // and sending it now would put the outbound sequence out of order.
+                self.counters.late += 1;
+                return false;
+            }
         }
         let prev_seq = t.last_seq.replace(p.seq);
         let ts = t.ts_map.map(p.ts);
@@ -1323,13 +1335,26 @@ mod tests {
         assert!(!d.handle_rtp(t0 + ms(140), &mut bad));
         assert!(drain(&mut d).is_empty());
         assert_eq!(d.counters.codec_errors, 1);
-        let mut p = rtp(0, 108, ts + 100, 9, &tone(0, 160));
+        let mut p = rtp(0, 108, ts, 9, &tone(0, 160));
         d.handle_rtp(t0 + ms(160), &mut p);
-        assert_eq!(drain(&mut d).len(), 1);
+        let after_bad = drain(&mut d);
+        assert_eq!(after_bad.len(), 1);
+        let after_bad = hdr(&after_bad[0]);
+        assert_eq!(after_bad.1, hdr(&out[8]).1.wrapping_add(1));
         // A late packet is not sent: its time has passed.
         let mut late = rtp(0, 106, ts - 80, 9, &tone(0, 80));
         assert!(!d.handle_rtp(t0 + ms(170), &mut late));
         assert!(drain(&mut d).is_empty());
+        assert_eq!(d.counters.late, 1);
+        // The source restarts on the same SSRC far back in seq and time (RFC 3550 §A.1): it
+        // is followed, and its audio continues the outbound stream 20 ms on.
+        let mut p = rtp(0, 50_000, 3, 9, &tone(160, 160));
+        d.handle_rtp(t0 + ms(180), &mut p);
+        let restarted = drain(&mut d);
+        assert_eq!(restarted.len(), 1, "not taken for late");
+        let restarted = hdr(&restarted[0]);
+        assert_eq!(restarted.1, after_bad.1.wrapping_add(1));
+        assert_eq!(restarted.2.wrapping_sub(after_bad.2), 960);
         assert_eq!(d.counters.late, 1);
     }
 
@@ -1469,5 +1494,41 @@ mod tests {
                 duration_ms: 60
             })
         );
+    }
+
+    #[test]
+    fn arbitrary_packets_on_transcoding_paths_never_panic() {
+        let t0 = Instant::now();
+        let mut rng = Seeds::new(99);
+        let g = pcmu(0, DtmfMode::Rfc4733 { pt: 101 }, Some(13));
+        let o = opus(111, DtmfMode::Rfc4733 { pt: 110 });
+        for (from, to) in [(g, o), (o, g)] {
+            let mut d = pair(from, to, t0);
+            for i in 0..3_000u64 {
+                let r = rng.next_u64();
+                let pt = [0, 101, 13, 111, 110, 96][(r % 6) as usize];
+                // Mostly in-order seqs, some jumps; payloads of any length and content.
+                let seq = if r & 0x100 == 0 {
+                    i as u16
+                } else {
+                    (r >> 16) as u16
+                };
+                let len = ((r >> 32) % 400) as usize;
+                let payload: Vec<u8> = (0..len)
+                    .map(|k| (rng.next_u64() >> (k % 56)) as u8)
+                    .collect();
+                let mut p = rtp(pt, seq, (r >> 40) as u32, 5, &payload);
+                if r & 0x200 != 0 {
+                    p[0] |= 0x20; // padding bit with whatever the last byte says
+                }
+                let now = t0 + ms(20 * i);
+                d.handle_rtp(now, &mut p);
+                drain(&mut d);
+                d.handle_timeout(now);
+                while d.poll_transmit(now).is_some() {}
+                while d.poll_event().is_some() {}
+            }
+            assert!(d.counters.codec_errors + d.counters.dropped > 0);
+        }
     }
 }

@@ -99,8 +99,8 @@ pub struct LegStats {
     /// Audio packets from this leg its codec refused (corrupt Opus, G.711 that is not a
     /// whole number of 10 ms): dropped, the stream goes on.
     pub codec_errors: u64,
-    /// Packets of concealed audio sent on for Opus from this leg lost in transit (a gap in
-    /// its sequence numbers, up to 120 ms per gap).
+    /// Gaps in this leg's Opus (lost packets: a gap in sequence numbers; corrupt ones)
+    /// filled with concealed audio toward the other leg, up to 120 ms per gap.
     pub concealed: u64,
     /// Packets from this leg dropped by the transcoder for arriving after a later one.
     pub late: u64,

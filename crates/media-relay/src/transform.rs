@@ -179,7 +179,7 @@ pub(crate) struct DirCounters {
     pub transcoded: u64,
     /// Audio packets the codec refused (corrupt Opus, G.711 that is not whole 10 ms): dropped.
     pub codec_errors: u64,
-    /// Packets of concealed audio sent for inbound Opus lost in a sequence gap.
+    /// Gaps in the inbound Opus sequence (lost or corrupt packets) filled with concealment.
     pub concealed: u64,
     /// Packets dropped on a transcoding path for arriving after a later one of their source.
     pub late: u64,

@@ -163,7 +163,8 @@ pub enum Event {
         transport: Transport,
     },
     /// Timer H (RFC 3261 §17.2.1): a final non-2xx response of this INVITE server
-    /// transaction was never acknowledged, or the transport failed sending it.
+    /// transaction was never acknowledged, or the transport failed sending it; or the
+    /// transaction's guard (`TimerConfig::invite_server_guard`): the TU never answered it.
     ServerTimeout { txn: TxnId },
 }
 
@@ -1129,7 +1130,7 @@ impl Driver {
                                 }
                             }
                         }
-                    } else if timer == Timer::H {
+                    } else if matches!(timer, Timer::H | Timer::Guard) {
                         self.emit(Event::ServerTimeout { txn: id });
                     }
                 }

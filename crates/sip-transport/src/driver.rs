@@ -34,7 +34,8 @@ pub struct EndpointConfig {
     pub tls_server: Option<Arc<rustls::ServerConfig>>,
     /// Trust for outgoing TLS connections; without it TLS targets are refused.
     pub tls_client: Option<Arc<rustls::ClientConfig>>,
-    /// A TCP/TLS connection without traffic for this long is closed.
+    /// A TCP/TLS connection we opened is closed after this long without traffic. Inbound
+    /// connections are left to the peer (bounded by `max_inbound_connections`).
     pub idle_timeout: Duration,
     /// Inbound TCP and TLS connections open at once; further ones are closed on accept.
     pub max_inbound_connections: usize,

@@ -1170,6 +1170,41 @@ fn rfc4028_refresh_by_reinvite_when_the_peer_lacks_update() {
     assert_eq!(w.session(Side::B).state(), SessionState::Confirmed);
 }
 
+/// A 2xx's Session-Expires is clamped to [our Min-SE, a day]: 1 would refresh in a loop,
+/// 0 end the call at once, a huge value switch the timer off.
+#[test]
+fn rfc4028_session_expires_in_a_2xx_is_clamped() {
+    for (se, want) in [("1", 90), ("0", 90), ("4000000000", 86_400)] {
+        let (a, b) = timer_cfgs(90);
+        let mut w = World::new(a, b, invite(Some(offer())));
+        w.settle();
+        w.act(Side::B, |s, now| s.accept(now, Some(answer())));
+        let mut out = w.b.pump(w.now);
+        for m in &mut out {
+            if m.as_response().is_some_and(|r| r.status() == 200) {
+                m.headers_mut()
+                    .set("Session-Expires", &format!("{se};refresher=uac"))
+                    .unwrap();
+            }
+        }
+        w.send(Side::B, out);
+        w.settle();
+        assert_eq!(
+            w.session(Side::A).session_timer(),
+            Some((want, Refresher::Local)),
+            "Session-Expires: {se}"
+        );
+        let t = w.now - w.t0;
+        w.advance(secs(40));
+        assert!(w.sent(Side::A, req(Method::Update)).is_empty(), "{se}");
+        assert!(w.ended(Side::A).is_none(), "{se}");
+        if want == 90 {
+            w.advance(secs(10));
+            assert_eq!(w.sent(Side::A, req(Method::Update)), vec![t + secs(45)]);
+        }
+    }
+}
+
 #[test]
 fn rfc4028_10_no_refresh_non_refresher_byes_before_expiry() {
     let (a, b) = timer_cfgs(90);

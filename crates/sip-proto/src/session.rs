@@ -362,6 +362,9 @@ pub struct InviteSession {
     // 2xx and ACK
     pending_2xx: Option<Retransmit>,
     last_ack: Option<(u32, String, Request)>,
+    /// The ACK of the initial 2xx, kept after re-INVITEs replace `last_ack`: a late
+    /// retransmission of that 2xx is acknowledged again, never answered with a BYE.
+    initial_ack: Option<(u32, String, Request)>,
     ack_waits_answer: Option<u32>,
     bye_after_ack: bool,
     got_1xx: bool,
@@ -412,6 +415,7 @@ impl InviteSession {
             prack_waits_answer: None,
             pending_2xx: None,
             last_ack: None,
+            initial_ack: None,
             ack_waits_answer: None,
             bye_after_ack: false,
             got_1xx: false,
@@ -1085,9 +1089,10 @@ impl InviteSession {
         let status = resp.status();
         let to_tag = h.to().ok().and_then(|t| t.tag).unwrap_or_default();
         if method == Method::Invite && (200..300).contains(&status) {
-            if let Some((s, tag, ack)) = &self.last_ack
-                && *s == seq
-                && *tag == to_tag
+            if let Some((_, _, ack)) = [&self.last_ack, &self.initial_ack]
+                .into_iter()
+                .flatten()
+                .find(|(s, tag, _)| *s == seq && *tag == to_tag)
             {
                 // A retransmitted 2xx: our ACK was lost (RFC 3261 §13.2.2.4).
                 self.out.push_back(Action::SendAck(ack.clone()));
@@ -1916,6 +1921,9 @@ impl InviteSession {
             self.local_sdp = Some(b);
         }
         let tag = d.id.remote_tag.clone();
+        if seq == self.invite_seq && self.role == Role::Uac {
+            self.initial_ack = Some((seq, tag.clone(), ack.clone()));
+        }
         self.last_ack = Some((seq, tag, ack.clone()));
         self.out.push_back(Action::SendAck(ack));
         Ok(())

@@ -908,6 +908,36 @@ fn rfc3264_8_4_hold_and_resume_by_reinvite() {
 }
 
 #[test]
+fn rfc3261_13_2_2_4_late_initial_2xx_after_a_reinvite_is_acked_again_not_byed() {
+    let mut w = World::call(cfg_a(), cfg_b());
+    let initial = w
+        .log
+        .iter()
+        .find(|s| s.from == Side::B && resp(200, Method::Invite)(&s.msg))
+        .map(|s| s.msg.clone())
+        .unwrap();
+    w.act(Side::A, |s, now| {
+        s.reinvite(now, Some(sdp(2, 4000, "sendonly")))
+    });
+    w.settle();
+    w.act(Side::B, |s, now| s.answer(now, sdp(2, 5000, "recvonly")));
+    w.settle();
+    let acks = w.sent(Side::A, req(Method::Ack)).len();
+    // The initial 2xx arrives once more, late (a slow path, a proxy's retransmission).
+    let Message::Response(late) = initial else {
+        panic!("not a response")
+    };
+    w.act(Side::A, |s, now| {
+        s.handle_response(now, &late);
+        Ok(())
+    });
+    w.settle();
+    assert_eq!(w.sent(Side::A, req(Method::Ack)).len(), acks + 1);
+    assert!(w.sent(Side::A, req(Method::Bye)).is_empty());
+    assert!(w.ended(Side::A).is_none() && w.ended(Side::B).is_none());
+}
+
+#[test]
 fn rfc3261_14_1_reinvite_glare_491_then_backoff_retries() {
     let mut w = World::call(cfg_a(), cfg_b());
     w.a.auto_answer = Some(sdp(5, 4000, "sendrecv"));

@@ -20,8 +20,9 @@ pub const DEFAULT_LOG: &str = "info,quinn=warn,h3=warn";
 /// Names the configuration file when `--config` is absent.
 pub const CONFIG_ENV: &str = "RIPT_CONFIG";
 
-/// Every environment variable `run` reads, with the key it sets. An empty variable counts as
-/// unset (as it did when clap read them).
+/// Every environment variable `run` reads, with the key it sets. An empty value is a value, as
+/// when clap read them: it empties a list and unsets an optional key (an empty optional value
+/// anywhere counts as absent).
 pub const ENV: &[(&str, &str)] = &[
     ("RIPT_DATA_DIR", "data_dir"),
     ("DATABASE_URL", "database_url"),
@@ -186,8 +187,7 @@ pub struct Admin {
 
 /// Loads the layers for `flags` with the process environment read through `env`.
 pub fn load(flags: &RunArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, Error> {
-    let env = |name: &str| env(name).filter(|v| !v.is_empty());
-    let file = match (&flags.config, env(CONFIG_ENV)) {
+    let file = match (&flags.config, env(CONFIG_ENV).filter(|p| !p.is_empty())) {
         (Some(p), _) => Some((p.clone(), "--config")),
         (None, Some(p)) => Some((PathBuf::from(p), CONFIG_ENV)),
         (None, None) => None,
@@ -204,7 +204,7 @@ pub fn load(flags: &RunArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Set
         None => None,
     };
     let file = file.as_ref().map(|(p, t)| (p.as_str(), t.as_str()));
-    layered(file, flags, &env)
+    layered(file, flags, env)
 }
 
 /// The layering proper: `file` is (name, TOML text).
@@ -456,7 +456,21 @@ impl Default for AdminLayer {
 }
 
 /// Validates every value of the merged layers.
-fn settle(l: Layer, origins: &HashMap<String, String>) -> Result<Settings, Error> {
+fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, Error> {
+    for o in [
+        &mut l.database_url,
+        &mut l.secret_key_file,
+        &mut l.ript.authority,
+        &mut l.ript.token,
+        &mut l.sip.tls.cert,
+        &mut l.sip.tls.key,
+        &mut l.sip.tls.ca,
+        &mut l.admin.token,
+    ] {
+        if o.as_deref().is_some_and(str::is_empty) {
+            *o = None;
+        }
+    }
     let err = |key: &str, reason: String| Error {
         key: key.to_owned(),
         reason,
@@ -478,7 +492,6 @@ fn settle(l: Layer, origins: &HashMap<String, String>) -> Result<Settings, Error
     };
     check_database_url(&database_url).map_err(|r| err("database_url", r))?;
     let secret_key_file = match l.secret_key_file {
-        Some(p) if p.trim().is_empty() => return Err(err("secret_key_file", "is empty".into())),
         Some(p) => PathBuf::from(p),
         None => data_dir.join("secret.key"),
     };
@@ -679,7 +692,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        move |k| vars.get(k).cloned().filter(|v| !v.is_empty())
+        move |k| vars.get(k).cloned()
     }
 
     fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Settings, Error> {
@@ -766,6 +779,24 @@ mod tests {
         assert_eq!(s.admin.listen.port(), 8081);
         assert_eq!(s.database_url, "postgres://u:p@db/gw");
         assert_eq!(s.admin.token.as_deref(), Some("0123456789abcdef"));
+    }
+
+    #[test]
+    fn an_empty_variable_empties_a_list_and_unsets_an_optional_value() {
+        let file = "[ript]\nauthority = \"gw.example.net\"\n[sip]\nusers = [\"a:1\"]\n";
+        let s = load_str(
+            file,
+            &[
+                ("RIPT_SIP_ALLOW", ""),
+                ("RIPT_SIP_USERS", ""),
+                ("RIPT_AUTHORITY", ""),
+            ],
+        )
+        .unwrap();
+        assert!(s.sip.allow.is_empty() && s.sip.users.is_empty());
+        assert!(s.ript.authority.is_none());
+        let e = refused("", &[("RIPT_HTTP3_LISTEN", "")]);
+        assert_eq!(e.key, "ript.listen");
     }
 
     #[test]

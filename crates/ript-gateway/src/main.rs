@@ -1,6 +1,7 @@
 //! `ript-gateway`: the SIP/RTP ↔ RIPT gateway binary.
 
 mod bench;
+mod config;
 mod probe;
 mod run;
 mod sip;
@@ -18,8 +19,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the gateway (today: the RIPT server on loopback with an echo application).
-    Run(run::RunArgs),
+    /// Start the gateway (today: the RIPT server with an echo application and the SIP service).
+    /// Settings: built-in defaults < the TOML file (--config or RIPT_CONFIG) < environment
+    /// variables < these flags; config/gateway.toml lists every key.
+    Run(config::RunArgs),
     /// RIPT's curl: list TGs, show one, register a handler, place a test call.
     Probe(probe::ProbeArgs),
     /// Loopback benchmarks: `bench relay` (media relay CPU per packet against a plain
@@ -27,9 +30,14 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RIPT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,quinn=warn,h3=warn"));
+/// `directives` comes from `run`'s validated configuration; the other commands read `RIPT_LOG`.
+fn init_tracing(directives: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match directives {
+        Some(d) => EnvFilter::try_new(d).ok(),
+        None => EnvFilter::try_from_env("RIPT_LOG").ok(),
+    }
+    .unwrap_or_else(|| EnvFilter::new(config::DEFAULT_LOG));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -40,7 +48,18 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // `run` is configured, and its configuration checked, before anything starts.
+    let settings = match &cli.command {
+        Command::Run(a) => match config::load(a, &|name| std::env::var(name).ok()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
+    init_tracing(settings.as_ref().map(|s| s.log.as_str()));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,12 +72,15 @@ fn main() -> ExitCode {
     };
     rt.block_on(async {
         match cli.command {
-            Command::Run(a) => match run::run(a).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
+            Command::Run(_) => match settings {
+                Some(s) => match run::run(s).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::from(1)
+                    }
+                },
+                None => ExitCode::from(1),
             },
             Command::Probe(a) => probe::probe(a).await,
             Command::Bench(a) => bench::bench(a).await,

@@ -1,76 +1,16 @@
-//! `ript-gateway run`: today the RIPT server on its embedded defaults, answering calls with
-//! an echo application (the SIP side and call mapping come with later issues).
+//! `ript-gateway run`: today the RIPT server answering calls with an echo application and the
+//! SIP service (call mapping comes with a later issue), configured by [`crate::config`].
 
+use crate::config::Settings;
 use anyhow::Context;
 use ript_h3::OutgoingMedia;
 use ript_h3::server::{HostedTg, IncomingCall, Server, ServerApp, ServerOptions};
 use ript_h3::tls::Identity;
 use ript_proto::events::EventKind;
 use ript_proto::model::CallTimers;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tracing::{Instrument, info, info_span, warn};
-
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// RIPT (HTTP/3) listen address.
-    #[arg(long, env = "RIPT_HTTP3_LISTEN", default_value = "127.0.0.1:8443")]
-    listen: std::net::SocketAddr,
-    /// Where the dev certificate and the token live.
-    #[arg(long, env = "RIPT_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
-    /// `host:port` written into every URI (Location, call URIs, x5u); required when listening
-    /// on an unspecified address such as 0.0.0.0.
-    #[arg(long, env = "RIPT_AUTHORITY")]
-    authority: Option<String>,
-    /// SIP listeners, e.g. `udp:127.0.0.1:5060,tcp:127.0.0.1:5060`.
-    #[arg(
-        long,
-        env = "RIPT_SIP_LISTEN",
-        default_value = "udp:127.0.0.1:5060,tcp:127.0.0.1:5060"
-    )]
-    sip_listen: String,
-    /// Certificate chain (PEM) of `tls:` SIP listeners; the RIPT dev certificate by default.
-    #[arg(long, env = "RIPT_SIP_TLS_CERT", requires = "sip_tls_key")]
-    sip_tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of `tls:` SIP listeners.
-    #[arg(long, env = "RIPT_SIP_TLS_KEY", requires = "sip_tls_cert")]
-    sip_tls_key: Option<PathBuf>,
-    /// CA bundle (PEM) trusted for outgoing SIP over TLS, besides the system bundle.
-    #[arg(long, env = "RIPT_SIP_TLS_CA")]
-    sip_tls_ca: Option<PathBuf>,
-    /// SIP peers admitted by source address (comma-separated IPs or CIDRs).
-    #[arg(long, env = "RIPT_SIP_ALLOW", default_value = "127.0.0.1/32,::1/128")]
-    sip_allow: String,
-    /// SIP peers admitted by digest: `user:password,...` (realm `ript-gateway`).
-    #[arg(
-        long,
-        env = "RIPT_SIP_USERS",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    sip_users: String,
-    /// Digest algorithms offered, strongest first. Some UAs (SIPp, older PBXs) answer only
-    /// the first challenge and only MD5: list `MD5` alone for them.
-    #[arg(
-        long,
-        env = "RIPT_SIP_DIGEST_ALGORITHMS",
-        default_value = "SHA-256,MD5"
-    )]
-    sip_digest_algorithms: String,
-    /// Upstream registrations we keep: `user:password@host:port[/udp|/tcp|/tls]`, comma-separated
-    /// (the AOR is `sip:user@host`; refreshes and back-off per RFC 3261 §10).
-    #[arg(
-        long,
-        env = "RIPT_SIP_REGISTER",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    sip_register: String,
-    /// Bearer token customers present (generated and printed on first start when absent).
-    #[arg(long, env = "RIPT_TOKEN")]
-    token: Option<String>,
-}
 
 struct App {
     token: String,
@@ -97,12 +37,12 @@ fn identity(dir: &Path) -> anyhow::Result<Identity> {
     }
     let id = Identity::self_signed(&["localhost", "127.0.0.1", "::1"])?;
     std::fs::write(&cert, id.cert_pem()).with_context(|| format!("writing {}", cert.display()))?;
-    write_secret(&key, &id.key_pem())?;
+    write_secret(&key, id.key_pem().as_bytes())?;
     info!(cert = %cert.display(), "generated a self-signed development certificate (clients must pin it)");
     Ok(id)
 }
 
-fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
+fn write_secret(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -112,16 +52,17 @@ fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(content.as_bytes())?;
+    f.write_all(content)?;
     Ok(())
 }
 
-fn token(dir: &Path, given: Option<String>) -> anyhow::Result<String> {
+/// The configured token, else the one stored under `file` in `dir`, else a new one stored
+/// there (0600) and printed once: the operator must learn it.
+fn token(dir: &Path, file: &str, what: &str, given: Option<String>) -> anyhow::Result<String> {
     if let Some(t) = given {
-        anyhow::ensure!(t.len() >= 16, "RIPT_TOKEN: must be at least 16 characters");
         return Ok(t);
     }
-    let path = dir.join("ript-token");
+    let path = dir.join(file);
     if let Ok(t) = std::fs::read_to_string(&path) {
         return Ok(t.trim().to_owned());
     }
@@ -130,21 +71,53 @@ fn token(dir: &Path, given: Option<String>) -> anyhow::Result<String> {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    write_secret(&path, &t)?;
+    write_secret(&path, t.as_bytes())?;
     say(&format!(
-        "generated RIPT bearer token (stored in {}): {t}",
+        "generated {what} (stored in {}): {t}",
         path.display()
     ));
     Ok(t)
 }
 
-pub async fn run(a: RunArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&a.data_dir)
-        .with_context(|| format!("creating {}", a.data_dir.display()))?;
-    let id = identity(&a.data_dir)?;
+/// The 32-byte key for secrets at rest: read from `path`, or drawn from the OS generator and
+/// stored there (0600) on first start. Losing it makes stored secrets unreadable, so a file of
+/// the wrong size is refused rather than replaced.
+fn secret_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+    match std::fs::read(path) {
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            anyhow::anyhow!(
+                "secret_key_file: {} holds {} bytes, expected 32",
+                path.display(),
+                bytes.len()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::TryRngCore;
+            let mut key = [0u8; 32];
+            rand::rngs::OsRng
+                .try_fill_bytes(&mut key)
+                .map_err(|e| anyhow::anyhow!("secret_key_file: no randomness: {e}"))?;
+            write_secret(path, &key).context("secret_key_file")?;
+            info!(path = %path.display(), "generated the key for secrets at rest (back it up)");
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!("secret_key_file: {}: {e}", path.display())),
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C. `s` is already validated: everything here that can still
+/// fail (files in the data directory, certificates) happens before any socket is bound.
+pub async fn run(s: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&s.data_dir)
+        .with_context(|| format!("data_dir: creating {}", s.data_dir.display()))?;
+    let id = identity(&s.data_dir)?;
     // The dev certificate also serves `tls:` SIP listeners unless one is configured.
     let dev_pem = (id.cert_pem(), id.key_pem());
-    let token = token(&a.data_dir, a.token)?;
+    // Created now so the operator learns them on first start; the admin API and the store
+    // (issue 4, part 2) take them over.
+    let _admin_token = token(&s.data_dir, "admin-token", "admin API token", s.admin.token)?;
+    let token = token(&s.data_dir, "ript-token", "RIPT bearer token", s.ript.token)?;
+    let _secret_key = secret_key(&s.secret_key_file)?;
     let tg = HostedTg {
         id: "default".into(),
         name: "default".into(),
@@ -157,36 +130,22 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         require_passport: false,
         trust_anchors: vec![],
     };
-    if a.listen.ip().is_unspecified() && a.authority.is_none() {
-        anyhow::bail!(
-            "RIPT_AUTHORITY: required when listening on {} (URIs must name a reachable host)",
-            a.listen
-        );
-    }
-    let mut opts = ServerOptions::new(a.listen, id, vec![tg]);
-    opts.authority = a.authority.clone();
-    let mut admission = sip_admission(&a.sip_allow, &a.sip_users)?;
-    for alg in a
-        .sip_digest_algorithms
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-    {
-        let alg = sip_proto::digest::Algorithm::from_token(alg.trim());
-        anyhow::ensure!(
-            alg.is_supported(),
-            "RIPT_SIP_DIGEST_ALGORITHMS: {alg} is not supported"
-        );
-        admission.algorithms.push(alg);
-    }
-    let listen = sip_transport::Listen::parse_list(&a.sip_listen).context("RIPT_SIP_LISTEN")?;
+    let mut opts = ServerOptions::new(s.ript.listen, id, vec![tg]);
+    opts.authority = s.ript.authority.clone();
+    let admission = crate::sip::Admission {
+        allow: s.sip.allow,
+        users: s.sip.users,
+        algorithms: s.sip.digest_algorithms,
+    };
+    let listen = s.sip.listen;
     let tls_server = if listen
         .iter()
         .any(|l| l.transport == sip_transport::Transport::Tls)
     {
-        Some(match (&a.sip_tls_cert, &a.sip_tls_key) {
-            (Some(c), Some(k)) => sip_transport::tls::server_config_from_files(c, k)
-                .context("RIPT_SIP_TLS_CERT / RIPT_SIP_TLS_KEY")?,
-            _ => sip_transport::tls::server_config_from_pem(
+        Some(match &s.sip.tls_cert_key {
+            Some((c, k)) => sip_transport::tls::server_config_from_files(c, k)
+                .context("sip.tls.cert / sip.tls.key")?,
+            None => sip_transport::tls::server_config_from_pem(
                 dev_pem.0.as_bytes(),
                 dev_pem.1.as_bytes(),
             )
@@ -196,11 +155,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         None
     };
     let system_roots = std::path::Path::new(sip_transport::tls::SYSTEM_CA_BUNDLE).exists();
-    let tls_client = match (&a.sip_tls_ca, system_roots) {
+    let tls_client = match (&s.sip.tls_ca, system_roots) {
         (None, false) => None,
         (ca, system) => Some(
             sip_transport::tls::client_config_from_file(ca.as_deref(), system)
-                .context("RIPT_SIP_TLS_CA")?,
+                .context("sip.tls.ca")?,
         ),
     };
     let cfg = sip_transport::EndpointConfig {
@@ -219,9 +178,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             l.addr
         ));
     }
-    let registrations = crate::sip::start_registrations(&endpoint, &a.sip_register)
+    let registrations = crate::sip::start_registrations(&endpoint, &s.sip.register)
         .await
-        .context("RIPT_SIP_REGISTER")?;
+        .context("sip.register")?;
     tokio::spawn(crate::sip::serve(endpoint, admission));
     let mut server = Server::bind(opts, Arc::new(App { token }))
         .await
@@ -229,7 +188,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     let addr = server.local_addr()?;
     say(&format!(
         "dev certificate: {}",
-        a.data_dir.join("ript-cert.pem").display()
+        s.data_dir.join("ript-cert.pem").display()
     ));
     say(&format!(
         "ript listening on https://{addr}{}",
@@ -253,27 +212,6 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn sip_admission(allow: &str, users: &str) -> anyhow::Result<crate::sip::Admission> {
-    let mut a = crate::sip::Admission::default();
-    for c in allow.split(',').filter(|c| !c.trim().is_empty()) {
-        a.allow.push(
-            c.parse()
-                .map_err(|e: String| anyhow::anyhow!("RIPT_SIP_ALLOW: {e}"))?,
-        );
-    }
-    for u in users.split(',').filter(|u| !u.trim().is_empty()) {
-        let (user, pass) = u
-            .split_once(':')
-            .ok_or_else(|| anyhow::anyhow!("RIPT_SIP_USERS: expected user:password entries"))?;
-        anyhow::ensure!(
-            !user.is_empty() && !pass.is_empty(),
-            "RIPT_SIP_USERS: empty user or password"
-        );
-        a.users.insert(user.to_owned(), pass.to_owned());
-    }
-    Ok(a)
 }
 
 /// Operator output on stdout; a closed stdout (EPIPE) must not stop the gateway.

@@ -299,7 +299,7 @@ fn sip_redacted(aor: &str) -> String {
     }
 }
 
-/// One `RIPT_SIP_REGISTER` entry: `user:password@host:port[/transport]`.
+/// One `sip.register` entry: `user:password@host:port[/transport]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub user: String,
@@ -361,17 +361,14 @@ impl std::str::FromStr for Upstream {
     }
 }
 
-/// Starts every upstream registration of `spec` (comma-separated [`Upstream`]s). Hosts come
-/// from the operator's configuration, so they are resolved here (never hosts from messages).
+/// Starts every upstream registration. Hosts come from the operator's configuration, so they
+/// are resolved here (never hosts from messages).
 pub async fn start_registrations(
     endpoint: &Endpoint,
-    spec: &str,
+    upstreams: &[Upstream],
 ) -> anyhow::Result<Vec<sip_ua::RegistrationHandle>> {
     let mut out = Vec::new();
-    for entry in spec.split(',').filter(|e| !e.trim().is_empty()) {
-        let up: Upstream = entry
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("{e} (in an entry of RIPT_SIP_REGISTER)"))?;
+    for up in upstreams {
         let addr = tokio::net::lookup_host((up.host.as_str(), up.port))
             .await?
             .next()

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 mod bench_smoke;
+mod config;
 mod interop;
 mod sip;
 mod sipp;

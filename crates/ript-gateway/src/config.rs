@@ -145,7 +145,6 @@ impl std::error::Error for Error {}
 /// The validated configuration.
 pub struct Settings {
     pub data_dir: PathBuf,
-    #[allow(dead_code, reason = "read by the store (issue 4, part 2)")]
     pub database_url: String,
     /// 32 bytes for secrets at rest; generated on first start.
     pub secret_key_file: PathBuf,
@@ -666,7 +665,7 @@ fn check_database_url(u: &str) -> Result<(), String> {
 }
 
 /// `scheme://user:***@host/...`: error messages must not print a database password.
-fn redact_url(u: &str) -> String {
+pub(crate) fn redact_url(u: &str) -> String {
     let Some((scheme, rest)) = u.split_once("://") else {
         return u.to_owned();
     };

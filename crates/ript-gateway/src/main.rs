@@ -23,6 +23,9 @@ enum Command {
     /// Settings: built-in defaults < the TOML file (--config or RIPT_CONFIG) < environment
     /// variables < these flags; config/gateway.toml lists every key.
     Run(config::RunArgs),
+    /// Apply the database migrations (the same settings as `run`; `run` also migrates on
+    /// start) and print the schema's configuration version.
+    Migrate(config::RunArgs),
     /// RIPT's curl: list TGs, show one, register a handler, place a test call.
     Probe(probe::ProbeArgs),
     /// Loopback benchmarks: `bench relay` (media relay CPU per packet against a plain
@@ -50,13 +53,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run` is configured, and its configuration checked, before anything starts.
     let settings = match &cli.command {
-        Command::Run(a) => match config::load(a, &|name| std::env::var(name).ok()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
+        Command::Run(a) | Command::Migrate(a) => {
+            match config::load(a, &|name| std::env::var(name).ok()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
             }
-        },
+        }
         _ => None,
     };
     init_tracing(settings.as_ref().map(|s| s.log.as_str()));
@@ -74,6 +79,16 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(_) => match settings {
                 Some(s) => match run::run(s).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::from(1)
+                    }
+                },
+                None => ExitCode::from(1),
+            },
+            Command::Migrate(_) => match settings {
+                Some(s) => match run::migrate(s).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e:#}");

@@ -105,6 +105,39 @@ fn secret_key(path: &Path) -> anyhow::Result<[u8; 32]> {
     }
 }
 
+/// Connects to the configured database and applies the migrations (idempotent; sqlx records
+/// what ran, so several instances starting on one Postgres do not apply a migration twice).
+async fn open_store(url: &str, key: [u8; 32]) -> anyhow::Result<store::Store> {
+    let st = store::Store::connect(url, store::SecretKey::from_bytes(key))
+        .await
+        .with_context(|| {
+            format!(
+                "database_url: cannot connect to {}",
+                crate::config::redact_url(url)
+            )
+        })?;
+    st.migrate().await.context("database_url: migrations")?;
+    Ok(st)
+}
+
+/// `ript-gateway migrate`.
+pub async fn migrate(s: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&s.data_dir)
+        .with_context(|| format!("data_dir: creating {}", s.data_dir.display()))?;
+    let key = secret_key(&s.secret_key_file)?;
+    let st = open_store(&s.database_url, key).await?;
+    let v = st
+        .config_version()
+        .await
+        .context("reading the configuration version")?;
+    say(&format!(
+        "migrations applied to {} (configuration version {v})",
+        crate::config::redact_url(&s.database_url)
+    ));
+    st.close().await;
+    Ok(())
+}
+
 /// Runs until SIGTERM or Ctrl-C. `s` is already validated: everything here that can still
 /// fail (files in the data directory, certificates) happens before any socket is bound.
 pub async fn run(s: Settings) -> anyhow::Result<()> {
@@ -117,7 +150,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     // (issue 4, part 2) take them over.
     let _admin_token = token(&s.data_dir, "admin-token", "admin API token", s.admin.token)?;
     let token = token(&s.data_dir, "ript-token", "RIPT bearer token", s.ript.token)?;
-    let _secret_key = secret_key(&s.secret_key_file)?;
+    let key = secret_key(&s.secret_key_file)?;
+    let _store = open_store(&s.database_url, key).await?;
     let tg = HostedTg {
         id: "default".into(),
         name: "default".into(),

@@ -133,6 +133,11 @@ enum Cmd {
         duration_ms: Option<u32>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    Update {
+        leg_b: bool,
+        cfg: LegConfig,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 /// Digits waiting for the call task beyond this are dropped: the media path never waits for
@@ -176,6 +181,23 @@ impl Leg {
             last_rx: now,
             started: now,
         })
+    }
+
+    /// Takes `cfg` from a re-INVITE or UPDATE, with `srtp` the session for its keys when
+    /// they changed (`None`: keep the current one, its replay window and rollover counter).
+    /// A moved peer (another SDP address or latch mode) is learned afresh.
+    fn reconfigure(&mut self, cfg: LegConfig, srtp: Option<Option<SrtpSession>>, now: Instant) {
+        if let Some(s) = srtp {
+            self.srtp = s;
+        }
+        if cfg.remote != self.cfg.remote || cfg.latch != self.cfg.latch {
+            self.peer = cfg.remote;
+            self.counters.latched = None;
+        }
+        self.cfg = cfg;
+        // The peer may just have started sending from its new place: its silence counts
+        // from now, not from the old address's last packet.
+        self.last_rx = now;
     }
 
     /// Validates, decrypts (SRTP) and accounts one RTP packet received into `buf[..n]`;
@@ -365,35 +387,11 @@ impl Bridge {
         timeout: Duration,
         seed: u64,
     ) -> Result<Bridge, Error> {
-        let (ab, ba) = match (&a_cfg.media, &b_cfg.media) {
-            (None, None) => (None, None),
-            (Some(ma), Some(mb)) => {
-                transform::check_pair(ma, mb)?;
-                let now = Instant::now().into_std();
-                let mut seeds = Seeds::new(seed);
-                (
-                    Some(Direction::new(ma, mb, false, &mut seeds, now)),
-                    Some(Direction::new(mb, ma, true, &mut seeds, now)),
-                )
-            }
-            _ => {
-                return Err(Error::Misuse(
-                    "media described for one leg only: describe both or neither",
-                ));
-            }
-        };
+        let mut seeds = Seeds::new(seed);
+        let dirs = Dirs::new(&a_cfg, &b_cfg, &mut seeds, Instant::now())?;
         let (cmd, rx) = mpsc::channel(8);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-        let task = tokio::spawn(run(
-            a,
-            a_cfg,
-            b,
-            b_cfg,
-            Dirs { ab, ba },
-            timeout,
-            rx,
-            events_tx,
-        ));
+        let task = tokio::spawn(run(a, a_cfg, b, b_cfg, dirs, seeds, timeout, rx, events_tx));
         Ok(Bridge {
             cmd,
             task,
@@ -426,6 +424,23 @@ impl Bridge {
                 duration_ms,
                 reply,
             })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Replaces leg B's (`leg_b`) or A's configuration mid-call, for a re-INVITE or UPDATE
+    /// that moved the peer's media (a PBX stepping out of the media path, SBC failover):
+    /// another SDP address or latch mode is learned afresh, new SRTP keys take over at once,
+    /// and changed media rebuilds both directions' transforms, their outbound streams going
+    /// on with the same SSRC and sequence numbers (digits still queued toward a leg are
+    /// dropped). Refused like [`start`](Self::start) refuses, leaving the old configuration
+    /// in place: media described for one leg only, or codecs not translated; also unusable
+    /// SRTP keys.
+    pub async fn update(&self, leg_b: bool, cfg: LegConfig) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Update { leg_b, cfg, reply })
             .await
             .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
@@ -546,6 +561,24 @@ struct Dirs {
 }
 
 impl Dirs {
+    /// The transforms for two legs' configurations, checked as [`Bridge::start`] documents.
+    fn new(a: &LegConfig, b: &LegConfig, seeds: &mut Seeds, now: Instant) -> Result<Dirs, Error> {
+        match (&a.media, &b.media) {
+            (None, None) => Ok(Dirs { ab: None, ba: None }),
+            (Some(ma), Some(mb)) => {
+                transform::check_pair(ma, mb)?;
+                let now = now.into_std();
+                Ok(Dirs {
+                    ab: Some(Direction::new(ma, mb, false, seeds, now)),
+                    ba: Some(Direction::new(mb, ma, true, seeds, now)),
+                })
+            }
+            _ => Err(Error::Misuse(
+                "media described for one leg only: describe both or neither",
+            )),
+        }
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         let t = |d: &Option<Direction>| d.as_ref().and_then(Direction::poll_timeout);
         match (t(&self.ab), t(&self.ba)) {
@@ -556,6 +589,38 @@ impl Dirs {
     }
 }
 
+/// Carries out [`Bridge::update`] on `leg`, whose other leg is configured as `other`: every
+/// check and fallible step comes before the first change.
+fn update(
+    leg: &mut Leg,
+    leg_b: bool,
+    other: &LegConfig,
+    cfg: LegConfig,
+    dirs: &mut Dirs,
+    seeds: &mut Seeds,
+) -> Result<(), Error> {
+    let srtp = if cfg.srtp == leg.cfg.srtp {
+        None
+    } else {
+        let s = cfg.srtp.as_ref().map(SrtpSession::new).transpose();
+        Some(s.map_err(|_| Error::Misuse("unusable srtp keys"))?)
+    };
+    let now = Instant::now();
+    if cfg.media != leg.cfg.media {
+        let (a, b) = if leg_b { (other, &cfg) } else { (&cfg, other) };
+        let mut new = Dirs::new(a, b, seeds, now)?;
+        // The peers keep seeing the streams they saw: same SSRC, next sequence numbers.
+        for (new, old) in [(&mut new.ab, &dirs.ab), (&mut new.ba, &dirs.ba)] {
+            if let (Some(n), Some(o)) = (new, old) {
+                n.continue_stream(o);
+            }
+        }
+        *dirs = new;
+    }
+    leg.reconfigure(cfg, srtp, now);
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     a: RtpPair,
@@ -563,6 +628,7 @@ async fn run(
     b: RtpPair,
     b_cfg: LegConfig,
     mut dirs: Dirs,
+    mut seeds: Seeds,
     timeout: Duration,
     mut cmd: mpsc::Receiver<Cmd>,
     events: mpsc::Sender<BridgeEvent>,
@@ -602,6 +668,11 @@ async fn run(
                         None => Err(Error::Misuse("the bridge has no media descriptions to send digits with")),
                     };
                     let _ = reply.send(r);
+                    Ok(())
+                }
+                Some(Cmd::Update { leg_b, cfg, reply }) => {
+                    let (leg, other) = if leg_b { (&mut b, &a.cfg) } else { (&mut a, &b.cfg) };
+                    let _ = reply.send(update(leg, leg_b, other, cfg, &mut dirs, &mut seeds));
                     Ok(())
                 }
                 None => return BridgeEnd::Stopped,

@@ -566,6 +566,20 @@ impl Direction {
         }
     }
 
+    /// Takes over `old`'s outbound stream after a leg's media changed mid-call (a re-INVITE):
+    /// the outbound peer sees the same SSRC with the next sequence numbers, and the timeline
+    /// goes on from where it stood (RFC 3550 §5.1: a payload type change needs no new SSRC).
+    /// The inbound source is followed afresh, and counters carry on.
+    pub fn continue_stream(&mut self, old: &Direction) {
+        self.out.ssrc = old.out.ssrc;
+        self.out.max_seq = old.out.max_seq;
+        self.out.last_audio = old.out.last_audio;
+        if old.out.rate == self.out.rate {
+            self.out.frame = old.out.frame;
+        }
+        self.counters = old.counters;
+    }
+
     /// A new inbound source (the first one, or an SSRC change): its next packet continues
     /// the outbound stream where it is, in sequence and in time.
     fn follow_source(&mut self, now: Instant, p: &Rtp) {

@@ -366,3 +366,122 @@ mod srtp {
         assert_eq!((s.a.rtcp, s.a.dropped), (0, 0));
     }
 }
+
+mod update {
+    use super::*;
+    use media_proto::srtp::{MasterKey, SessionKeys, SrtpSession, Suite};
+
+    fn range(slot: u16) -> PortRange {
+        let base = 44000 + (std::process::id() % 1000) as u16 * 16 + slot * 8;
+        PortRange::new(base, base + 7).unwrap()
+    }
+
+    async fn recv(sock: &UdpSocket) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let (n, _) = within(sock.recv_from(&mut buf)).await.unwrap();
+        buf[..n].to_vec()
+    }
+
+    /// SRTP keys for the relay's leg (`fill` tells key sets apart) and the peer's session.
+    fn keys(fill: u8) -> (SessionKeys, SrtpSession) {
+        let suite = Suite::AesCm128HmacSha1_80;
+        let peer = MasterKey::new(suite, &vec![fill; suite.key_salt_len()]).unwrap();
+        let relay = MasterKey::new(suite, &vec![fill + 1; suite.key_salt_len()]).unwrap();
+        let peer_session = SrtpSession::new(&SessionKeys {
+            inbound: relay,
+            outbound: peer,
+        })
+        .unwrap();
+        (
+            SessionKeys {
+                inbound: peer,
+                outbound: relay,
+            },
+            peer_session,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_leg_moved_by_reinvite_follows_its_new_address_and_keys() {
+        let alloc = PortAllocator::new(LO, range(0));
+        let (leg_a, leg_b) = (alloc.allocate().unwrap(), alloc.allocate().unwrap());
+        let (to_a, to_b) = (
+            SocketAddr::new(LO, leg_a.port),
+            SocketAddr::new(LO, leg_b.port),
+        );
+        let (old_a, new_a) = (
+            UdpSocket::bind((LO, 0)).await.unwrap(),
+            UdpSocket::bind((LO, 0)).await.unwrap(),
+        );
+        let peer_b = UdpSocket::bind((LO, 0)).await.unwrap();
+        let (keys1, mut srtp1) = keys(0x10);
+        let (keys2, mut srtp2) = keys(0x20);
+        let cfg_a = LegConfig {
+            remote: Some(old_a.local_addr().unwrap()),
+            latch: Latch::Fixed,
+            srtp: Some(keys1),
+            ..LegConfig::default()
+        };
+        let cfg_b = LegConfig {
+            remote: Some(peer_b.local_addr().unwrap()),
+            latch: Latch::Fixed,
+            ..LegConfig::default()
+        };
+        let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30)).unwrap();
+        for seq in 0..3u16 {
+            old_a
+                .send_to(&srtp1.protect_rtp(&rtp(seq, 0)).unwrap(), to_a)
+                .await
+                .unwrap();
+            assert_eq!(recv(&peer_b).await, rtp(seq, 0));
+        }
+        // The re-INVITE moves A's media to another socket with new keys.
+        let moved = LegConfig {
+            remote: Some(new_a.local_addr().unwrap()),
+            srtp: Some(keys2),
+            ..cfg_a
+        };
+        bridge.update(false, moved).await.unwrap();
+        // The old address, even with the old keys, is no longer heard; the new one is.
+        old_a
+            .send_to(&srtp1.protect_rtp(&rtp(3, 0)).unwrap(), to_a)
+            .await
+            .unwrap();
+        // Right address, old keys: refused by authentication.
+        new_a
+            .send_to(&srtp1.protect_rtp(&rtp(4, 0)).unwrap(), to_a)
+            .await
+            .unwrap();
+        for seq in 5..8u16 {
+            new_a
+                .send_to(&srtp2.protect_rtp(&rtp(seq, 0)).unwrap(), to_a)
+                .await
+                .unwrap();
+            assert_eq!(recv(&peer_b).await, rtp(seq, 0), "in order, nothing before");
+        }
+        // B → A goes to the new socket under the new keys.
+        peer_b.send_to(&rtp(100, 0), to_b).await.unwrap();
+        let got = recv(&new_a).await;
+        assert_eq!(srtp2.unprotect_rtp(&got).unwrap()[..], rtp(100, 0)[..]);
+        let s = bridge.stats().await.unwrap();
+        assert_eq!((s.a.dropped, s.a.srtp_failed), (1, 1));
+        // A refused update leaves the leg as it was.
+        let half = LegConfig {
+            media: Some(media_relay::LegMedia::new(
+                0,
+                media_relay::Codec::PCMU,
+                media_relay::DtmfMode::Info,
+            )),
+            ..moved
+        };
+        assert!(matches!(
+            bridge.update(false, half).await,
+            Err(media_relay::Error::Misuse(_))
+        ));
+        new_a
+            .send_to(&srtp2.protect_rtp(&rtp(8, 0)).unwrap(), to_a)
+            .await
+            .unwrap();
+        assert_eq!(recv(&peer_b).await, rtp(8, 0));
+    }
+}

@@ -24,11 +24,24 @@ use tokio::time::Instant;
 pub enum Latch {
     /// Send to the address from SDP; accept only packets from it.
     Fixed,
-    /// Symmetric RTP (RFC 4961) / comedia: send to the SDP address until the first packet
-    /// arrives, then to that packet's source, and accept only that source afterwards (a
-    /// NATed peer's SDP address is useless; a late packet from elsewhere cannot hijack).
+    /// Symmetric RTP (RFC 4961) / comedia: send to the SDP address until a source is
+    /// latched, then to that source, and accept only it afterwards (a NATed peer's SDP
+    /// address is useless). Like Asterisk's `strictrtp`, a source is latched at once when it
+    /// is the SDP address or passes SRTP authentication; any other plain RTP source must
+    /// first send [`LEARN_PACKETS`] consecutive sequence numbers, its packets dropped
+    /// meanwhile, so one stray or forged packet cannot take the leg. After
+    /// [`RELATCH_SILENCE`] without RTP from the latched source (a NAT rebinding moved the
+    /// peer's port), another source may be latched by the same rule.
     FirstSource,
 }
+
+/// Consecutive RTP sequence numbers a plain source other than the SDP address sends before
+/// a [`Latch::FirstSource`] leg latches to it (Asterisk's `probation` default).
+pub const LEARN_PACKETS: u8 = 4;
+
+/// Silence of a latched source after which a [`Latch::FirstSource`] leg learns another: a
+/// NAT rebinding, or a peer that moved without a re-INVITE.
+pub const RELATCH_SILENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 pub struct LegConfig {
@@ -66,7 +79,8 @@ pub struct LegStats {
     pub bytes: u64,
     pub lost: i64,
     pub jitter_ms: f64,
-    /// Packets refused and not forwarded: not RTP, from a non-latched source, or (plain
+    /// Packets refused and not forwarded: not RTP, from a source not latched (one still
+    /// being learned included), or (plain
     /// RTP/RTCP headed for an SRTP peer) not encryptable.
     pub dropped: u64,
     /// SRTP packets refused by authentication or the replay check; they neither latch the
@@ -163,9 +177,14 @@ struct Leg {
     cfg: LegConfig,
     srtp: Option<SrtpSession>,
     peer: Option<SocketAddr>,
+    /// A plain source being learned: its address, last sequence number and how many
+    /// consecutive ones it sent.
+    candidate: Option<(SocketAddr, u16, u8)>,
     stats: RecvStats,
     counters: LegStats,
     last_rx: Instant,
+    /// When the latched source last sent accepted RTP.
+    last_rtp: Instant,
     started: Instant,
 }
 
@@ -174,11 +193,13 @@ impl Leg {
         Ok(Leg {
             pair,
             peer: cfg.remote,
+            candidate: None,
             srtp: cfg.srtp.as_ref().map(SrtpSession::new).transpose()?,
             cfg,
             stats: RecvStats::default(),
             counters: LegStats::default(),
             last_rx: now,
+            last_rtp: now,
             started: now,
         })
     }
@@ -193,6 +214,7 @@ impl Leg {
         if cfg.remote != self.cfg.remote || cfg.latch != self.cfg.latch {
             self.peer = cfg.remote;
             self.counters.latched = None;
+            self.candidate = None;
         }
         self.cfg = cfg;
         // The peer may just have started sending from its new place: its silence counts
@@ -219,17 +241,21 @@ impl Leg {
             self.counters.dropped += 1;
             return None;
         }
-        let latch_now = match (self.cfg.latch, self.counters.latched) {
-            (Latch::FirstSource, None) => true,
-            (Latch::FirstSource, Some(l)) if l != from => {
+        let latch_now = match self.cfg.latch {
+            Latch::Fixed if self.cfg.remote.is_some_and(|r| r != from) => {
                 self.counters.dropped += 1;
                 return None;
             }
-            (Latch::Fixed, _) if self.cfg.remote.is_some_and(|r| r != from) => {
-                self.counters.dropped += 1;
-                return None;
-            }
-            _ => false,
+            Latch::Fixed => false,
+            Latch::FirstSource => match self.counters.latched {
+                Some(l) if l == from => false,
+                // The latched source keeps the leg while it talks.
+                Some(_) if now.saturating_duration_since(self.last_rtp) < RELATCH_SILENCE => {
+                    self.counters.dropped += 1;
+                    return None;
+                }
+                _ => true,
+            },
         };
         // Authenticate before latching: otherwise anyone who guesses the port could take the
         // leg over with one forged packet, which is what SRTP is meant to prevent.
@@ -254,14 +280,30 @@ impl Leg {
             None => n,
         };
         let buf = buf.get(..len).unwrap_or_default();
-        if latch_now {
-            self.counters.latched = Some(from);
-            self.peer = Some(from);
-        }
         let seq = u16::from_be_bytes([
             buf.get(2).copied().unwrap_or(0),
             buf.get(3).copied().unwrap_or(0),
         ]);
+        if latch_now {
+            // An authenticated SRTP packet, or one from where SDP said, proves the source;
+            // a plain one from elsewhere could be anyone's until its stream goes on.
+            if self.srtp.is_none() && self.cfg.remote != Some(from) {
+                let run = match self.candidate {
+                    Some((c, last, run)) if c == from && seq == last.wrapping_add(1) => {
+                        run.saturating_add(1)
+                    }
+                    _ => 1,
+                };
+                self.candidate = Some((from, seq, run));
+                if run < LEARN_PACKETS {
+                    self.counters.dropped += 1;
+                    return None;
+                }
+            }
+            self.candidate = None;
+            self.counters.latched = Some(from);
+            self.peer = Some(from);
+        }
         let ts = u32::from_be_bytes([
             buf.get(4).copied().unwrap_or(0),
             buf.get(5).copied().unwrap_or(0),
@@ -272,6 +314,7 @@ impl Leg {
             * u64::from(self.cfg.clock_rate)
             / 1_000_000) as u32;
         self.last_rx = now;
+        self.last_rtp = now;
         self.stats
             .update(seq, ts, buf.len().saturating_sub(12), arrival_units);
         Some(len)

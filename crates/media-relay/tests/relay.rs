@@ -91,8 +91,16 @@ async fn relays_both_ways_latches_refuses_hijack_and_counts_loss() {
     let to_a = SocketAddr::new(LO, port_a);
     let to_b = SocketAddr::new(LO, port_b);
     let mut buf = [0u8; 2048];
-    // 10 packets A → B with seq 3 and 4 missing.
-    for seq in (0..12u16).filter(|s| *s != 3 && *s != 4) {
+    // A's source is not its SDP address: it latches once it has sent four consecutive
+    // sequence numbers, the first three dropped meanwhile.
+    for seq in 0..3u16 {
+        peer_a
+            .send_to(&rtp(seq, u32::from(seq) * 160), to_a)
+            .await
+            .unwrap();
+    }
+    // 10 packets A → B with seq 6 and 7 missing.
+    for seq in (3..15u16).filter(|s| *s != 6 && *s != 7) {
         peer_a
             .send_to(&rtp(seq, u32::from(seq) * 160), to_a)
             .await
@@ -122,11 +130,11 @@ async fn relays_both_ways_latches_refuses_hijack_and_counts_loss() {
         .await
         .unwrap();
     // A marker packet proves ordering: when B has it, everything before was processed.
-    peer_a.send_to(&rtp(12, 12 * 160), to_a).await.unwrap();
+    peer_a.send_to(&rtp(15, 15 * 160), to_a).await.unwrap();
     let (n, _) = within(peer_b.recv_from(&mut buf)).await.unwrap();
     assert_eq!(
         &buf[2..4],
-        &12u16.to_be_bytes()[..],
+        &15u16.to_be_bytes()[..],
         "the intruder's packet never reached B ({n} bytes)"
     );
     let s = within(async {
@@ -141,10 +149,13 @@ async fn relays_both_ways_latches_refuses_hijack_and_counts_loss() {
     .await;
     assert_eq!(s.a.latched, Some(peer_a.local_addr().unwrap()));
     assert_eq!(s.a.lost, 2, "RFC 3550 cumulative loss");
-    assert_eq!(s.a.dropped, 2, "the intruder's packet and the garbage");
+    assert_eq!(
+        s.a.dropped, 5,
+        "three while learning, the intruder's packet and the garbage"
+    );
     assert_eq!(
         s.a.unvalidated, 1,
-        "the first packet was forwarded while on probation"
+        "the first packet forwarded was on RFC 3550 probation"
     );
     assert_eq!(
         s.a.packets + s.a.unvalidated,
@@ -483,5 +494,106 @@ mod update {
             .await
             .unwrap();
         assert_eq!(recv(&peer_b).await, rtp(8, 0));
+    }
+}
+
+mod learning {
+    use super::*;
+
+    fn range(slot: u16) -> PortRange {
+        let base = 46000 + (std::process::id() % 1000) as u16 * 16 + slot * 8;
+        PortRange::new(base, base + 7).unwrap()
+    }
+
+    async fn recv(sock: &UdpSocket) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let (n, _) = within(sock.recv_from(&mut buf)).await.unwrap();
+        buf[..n].to_vec()
+    }
+
+    /// Leg A latches to its first source (its SDP address useless, as behind NAT); B is
+    /// fixed to `peer_b`.
+    async fn setup(slot: u16) -> (Bridge, UdpSocket, SocketAddr, SocketAddr) {
+        let alloc = PortAllocator::new(LO, range(slot));
+        let (leg_a, leg_b) = (alloc.allocate().unwrap(), alloc.allocate().unwrap());
+        let (to_a, to_b) = (
+            SocketAddr::new(LO, leg_a.port),
+            SocketAddr::new(LO, leg_b.port),
+        );
+        let peer_b = UdpSocket::bind((LO, 0)).await.unwrap();
+        let cfg_a = LegConfig {
+            remote: Some("127.0.0.1:9".parse().unwrap()),
+            ..LegConfig::default()
+        };
+        let cfg_b = LegConfig {
+            remote: Some(peer_b.local_addr().unwrap()),
+            latch: Latch::Fixed,
+            ..LegConfig::default()
+        };
+        let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30)).unwrap();
+        (bridge, peer_b, to_a, to_b)
+    }
+
+    #[tokio::test]
+    async fn a_stray_packet_does_not_take_the_latch() {
+        let (bridge, peer_b, to_a, to_b) = setup(0).await;
+        let stray = UdpSocket::bind((LO, 0)).await.unwrap();
+        let peer_a = UdpSocket::bind((LO, 0)).await.unwrap();
+        // First to arrive, but one packet proves nothing.
+        stray.send_to(&rtp(900, 0), to_a).await.unwrap();
+        for seq in 0..6u16 {
+            peer_a.send_to(&rtp(seq, 0), to_a).await.unwrap();
+            if seq == 4 {
+                // Mid-stream, the stray again: dropped, the stream goes on.
+                stray.send_to(&rtp(901, 0), to_a).await.unwrap();
+            }
+        }
+        // Peer A's fourth consecutive packet latched it; B sees its stream from there on.
+        for seq in 3..6u16 {
+            assert_eq!(recv(&peer_b).await, rtp(seq, 0));
+        }
+        peer_b.send_to(&rtp(100, 0), to_b).await.unwrap();
+        assert_eq!(recv(&peer_a).await, rtp(100, 0), "B → A goes to A's source");
+        let s = bridge.stats().await.unwrap();
+        assert_eq!(s.a.latched, Some(peer_a.local_addr().unwrap()));
+        assert_eq!(s.a.dropped, 5, "two strays, three while learning");
+    }
+
+    #[tokio::test]
+    async fn a_nat_rebinding_is_followed_after_silence() {
+        let (bridge, peer_b, to_a, to_b) = setup(1).await;
+        let before = UdpSocket::bind((LO, 0)).await.unwrap();
+        for seq in 0..4u16 {
+            before.send_to(&rtp(seq, 0), to_a).await.unwrap();
+        }
+        assert_eq!(recv(&peer_b).await, rtp(3, 0));
+        // The NAT gives the peer a new port: while the old one still talks, the new source
+        // is not learned...
+        let after = UdpSocket::bind((LO, 0)).await.unwrap();
+        for seq in 4..8u16 {
+            after.send_to(&rtp(seq, 0), to_a).await.unwrap();
+        }
+        before.send_to(&rtp(8, 0), to_a).await.unwrap();
+        assert_eq!(
+            recv(&peer_b).await,
+            rtp(8, 0),
+            "the old source keeps the leg"
+        );
+        // ...but once the old port has been silent for RELATCH_SILENCE (waiting out the
+        // protocol's timer, not synchronizing), it is, by the same learning rule.
+        tokio::time::sleep(media_relay::RELATCH_SILENCE + Duration::from_millis(100)).await;
+        for seq in 9..13u16 {
+            after.send_to(&rtp(seq, 0), to_a).await.unwrap();
+        }
+        assert_eq!(recv(&peer_b).await, rtp(12, 0));
+        peer_b.send_to(&rtp(100, 0), to_b).await.unwrap();
+        assert_eq!(
+            recv(&after).await,
+            rtp(100, 0),
+            "B → A follows the new port"
+        );
+        let s = bridge.stats().await.unwrap();
+        assert_eq!(s.a.latched, Some(after.local_addr().unwrap()));
+        assert_eq!(s.a.dropped, 3 + 4 + 3);
     }
 }

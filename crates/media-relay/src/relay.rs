@@ -45,7 +45,8 @@ pub const RELATCH_SILENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 pub struct LegConfig {
-    /// The peer's RTP address from SDP, if known (RTCP is the next port).
+    /// The peer's RTP address from SDP, if known (RTCP is sent to the next port until the
+    /// peer's own RTCP shows where it comes from).
     pub remote: Option<SocketAddr>,
     pub latch: Latch,
     /// RTP clock rate, for jitter in timestamp units.
@@ -80,7 +81,8 @@ pub struct LegStats {
     pub lost: i64,
     pub jitter_ms: f64,
     /// Packets refused and not forwarded: not RTP, from a source not latched (one still
-    /// being learned included), or (plain
+    /// being learned included), RTCP from elsewhere than the RTCP source latched or the RTP
+    /// peer's address, or (plain
     /// RTP/RTCP headed for an SRTP peer) not encryptable.
     pub dropped: u64,
     /// SRTP packets refused by authentication or the replay check; they neither latch the
@@ -180,6 +182,9 @@ struct Leg {
     /// A plain source being learned: its address, last sequence number and how many
     /// consecutive ones it sent.
     candidate: Option<(SocketAddr, u16, u8)>,
+    /// The peer's RTCP source, latched apart from RTP: behind NAT it is not the RTP source's
+    /// port + 1.
+    rtcp_latched: Option<SocketAddr>,
     stats: RecvStats,
     counters: LegStats,
     last_rx: Instant,
@@ -194,6 +199,7 @@ impl Leg {
             pair,
             peer: cfg.remote,
             candidate: None,
+            rtcp_latched: None,
             srtp: cfg.srtp.as_ref().map(SrtpSession::new).transpose()?,
             cfg,
             stats: RecvStats::default(),
@@ -215,6 +221,7 @@ impl Leg {
             self.peer = cfg.remote;
             self.counters.latched = None;
             self.candidate = None;
+            self.rtcp_latched = None;
         }
         self.cfg = cfg;
         // The peer may just have started sending from its new place: its silence counts
@@ -303,6 +310,10 @@ impl Leg {
             self.candidate = None;
             self.counters.latched = Some(from);
             self.peer = Some(from);
+            if self.rtcp_latched.is_some_and(|r| r.ip() != from.ip()) {
+                // The peer moved to another host: its RTCP will come from there too.
+                self.rtcp_latched = None;
+            }
         }
         let ts = u32::from_be_bytes([
             buf.get(4).copied().unwrap_or(0),
@@ -393,10 +404,28 @@ impl Leg {
         c
     }
 
+    /// Where RTCP goes: the peer's latched RTCP source, else the port after its SDP RTP
+    /// address (RFC 3550 §11), if there is one (none after 65535).
     fn rtcp_peer(&self) -> Option<SocketAddr> {
-        self.peer
-            .map(|p| SocketAddr::new(p.ip(), p.port().wrapping_add(1)))
+        self.rtcp_latched
+            .or_else(|| self.cfg.remote.and_then(next_port))
     }
+
+    /// Is RTCP from `src` this leg's peer's? Once latched, only from the RTCP source; before,
+    /// from the host RTP is sent to (latched or from SDP). Nothing is accepted while that
+    /// is unknown.
+    fn rtcp_from_peer(&self, src: SocketAddr) -> bool {
+        match (self.rtcp_latched, self.peer) {
+            (Some(l), _) => l == src,
+            (None, Some(p)) => p.ip() == src.ip(),
+            (None, None) => false,
+        }
+    }
+}
+
+/// The address one port above `a`, if there is one.
+fn next_port(a: SocketAddr) -> Option<SocketAddr> {
+    Some(SocketAddr::new(a.ip(), a.port().checked_add(1)?))
 }
 
 impl Bridge {
@@ -571,7 +600,11 @@ fn drive(dir: Option<&mut Direction>, to: &mut Leg, events: &mpsc::Sender<Bridge
 fn pump_rtcp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
     for _ in 0..BURST {
         match from.pair.rtcp.try_recv_from(buf) {
-            Ok((n, _)) => {
+            Ok((n, src)) => {
+                if !from.rtcp_from_peer(src) {
+                    from.counters.dropped += 1;
+                    continue;
+                }
                 let pkt = buf.get(..n).unwrap_or_default();
                 let clear = match &mut from.srtp {
                     Some(s) => match s.unprotect_rtcp(pkt) {
@@ -583,6 +616,8 @@ fn pump_rtcp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
                     },
                     None => Cow::Borrowed(pkt),
                 };
+                // Latched only now: a forged SRTCP packet must not move where RTCP goes.
+                from.rtcp_latched = Some(src);
                 from.counters.rtcp += 1;
                 if !to.send(&clear, true) {
                     from.counters.dropped += 1;
@@ -732,5 +767,17 @@ async fn run(
         if step.is_err() {
             return BridgeEnd::Io;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtcp_goes_to_the_next_port_but_not_past_65535() {
+        let a: SocketAddr = "192.0.2.1:5004".parse().unwrap();
+        assert_eq!(next_port(a).map(|a| a.port()), Some(5005));
+        assert_eq!(next_port(SocketAddr::new(a.ip(), 65535)), None);
     }
 }

@@ -597,3 +597,71 @@ mod learning {
         assert_eq!(s.a.dropped, 3 + 4 + 3);
     }
 }
+
+mod rtcp {
+    use super::*;
+
+    fn range(slot: u16) -> PortRange {
+        let base = 48000 + (std::process::id() % 1000) as u16 * 16 + slot * 8;
+        PortRange::new(base, base + 7).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rtcp_is_latched_apart_from_rtp_and_refused_from_elsewhere() {
+        let alloc = PortAllocator::new(LO, range(0));
+        let (leg_a, leg_b) = (alloc.allocate().unwrap(), alloc.allocate().unwrap());
+        let (peer_a, peer_b) = (alloc.allocate().unwrap(), alloc.allocate().unwrap());
+        let to_a = SocketAddr::new(LO, leg_a.port);
+        let (rtcp_a, rtcp_b) = (
+            SocketAddr::new(LO, leg_a.port + 1),
+            SocketAddr::new(LO, leg_b.port + 1),
+        );
+        let cfg_a = LegConfig {
+            remote: Some(peer_a.rtp.local_addr().unwrap()),
+            ..LegConfig::default()
+        };
+        let cfg_b = LegConfig {
+            remote: Some(peer_b.rtp.local_addr().unwrap()),
+            latch: Latch::Fixed,
+            ..LegConfig::default()
+        };
+        let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30)).unwrap();
+        let mut buf = [0u8; 2048];
+        // Another host (all of 127/8 is loopback on Linux), before anything is latched.
+        let other_host = UdpSocket::bind(("127.0.0.2", 0)).await.unwrap();
+        other_host.send_to(&rr(1), rtcp_a).await.unwrap();
+        peer_a.rtp.send_to(&rtp(0, 0), to_a).await.unwrap();
+        within(peer_b.rtp.recv_from(&mut buf)).await.unwrap();
+        // A's NAT maps its RTCP to a port that is not its RTP port + 1: latched there.
+        let nat_rtcp = UdpSocket::bind((LO, 0)).await.unwrap();
+        nat_rtcp.send_to(&rr(2), rtcp_a).await.unwrap();
+        let (n, _) = within(peer_b.rtcp.recv_from(&mut buf)).await.unwrap();
+        assert_eq!(&buf[..n], &rr(2)[..]);
+        peer_b.rtcp.send_to(&rr(3), rtcp_b).await.unwrap();
+        let (n, _) = within(nat_rtcp.recv_from(&mut buf)).await.unwrap();
+        assert_eq!(
+            &buf[..n],
+            &rr(3)[..],
+            "B's RTCP goes to A's latched RTCP source"
+        );
+        // Another port of the peer's host, and another host: both refused.
+        let other_port = UdpSocket::bind((LO, 0)).await.unwrap();
+        other_port.send_to(&rr(4), rtcp_a).await.unwrap();
+        other_host.send_to(&rr(5), rtcp_a).await.unwrap();
+        nat_rtcp.send_to(&rr(6), rtcp_a).await.unwrap();
+        let (n, _) = within(peer_b.rtcp.recv_from(&mut buf)).await.unwrap();
+        assert_eq!(
+            &buf[..n],
+            &rr(6)[..],
+            "nothing from elsewhere was forwarded"
+        );
+        let s = bridge.stats().await.unwrap();
+        assert_eq!((s.a.rtcp, s.a.dropped), (2, 3));
+    }
+
+    fn rr(ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 201, 0, 1];
+        p.extend(ssrc.to_be_bytes());
+        p
+    }
+}

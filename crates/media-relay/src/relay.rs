@@ -58,10 +58,14 @@ pub struct LegConfig {
     /// legs, the bridge translates between them and owns each outbound stream's SSRC,
     /// sequence numbers and timeline; `None` on both: packets pass byte for byte.
     pub media: Option<LegMedia>,
+    /// The peer is on hold and sends nothing (its SDP says recvonly or inactive): its
+    /// silence does not end the bridge.
+    pub hold: bool,
 }
 
 impl Default for LegConfig {
-    /// No SDP address yet, latch to the first source, 8 kHz, plain RTP, no transforms.
+    /// No SDP address yet, latch to a learned source, 8 kHz, plain RTP, no transforms, not
+    /// on hold.
     fn default() -> Self {
         LegConfig {
             remote: None,
@@ -69,6 +73,7 @@ impl Default for LegConfig {
             clock_rate: 8000,
             srtp: None,
             media: None,
+            hold: false,
         }
     }
 }
@@ -131,7 +136,8 @@ pub struct BridgeStats {
 /// Why a bridge stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BridgeEnd {
-    /// No RTP from leg A (`false`) or B (`true`) for the timeout.
+    /// No RTP or RTCP from leg A (`false`) or B (`true`) for the timeout, that leg not on
+    /// hold.
     Timeout {
         leg_b: bool,
     },
@@ -187,6 +193,7 @@ struct Leg {
     rtcp_latched: Option<SocketAddr>,
     stats: RecvStats,
     counters: LegStats,
+    /// When the peer last sent accepted RTP or RTCP (liveness).
     last_rx: Instant,
     /// When the latched source last sent accepted RTP.
     last_rtp: Instant,
@@ -429,7 +436,8 @@ fn next_port(a: SocketAddr) -> Option<SocketAddr> {
 }
 
 impl Bridge {
-    /// Relays between two legs until dropped or until one leg sends no RTP for `timeout`.
+    /// Relays between two legs until dropped or until one leg not on hold sends no RTP or
+    /// RTCP for `timeout`.
     /// Outbound SSRCs, first sequence numbers and timestamps (with transforms) are random.
     ///
     /// Refused: media described for one leg only, a leg's description using one payload type
@@ -618,6 +626,8 @@ fn pump_rtcp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
                 };
                 // Latched only now: a forged SRTCP packet must not move where RTCP goes.
                 from.rtcp_latched = Some(src);
+                // RFC 3550 §6.2: a peer that is sending nothing still reports.
+                from.last_rx = Instant::now();
                 from.counters.rtcp += 1;
                 if !to.send(&clear, true) {
                     from.counters.dropped += 1;
@@ -717,10 +727,17 @@ async fn run(
     };
     let mut buf = [0u8; 2048];
     loop {
-        let rtp_deadline = a.last_rx.min(b.last_rx) + timeout;
-        let deadline = dirs
-            .poll_timeout()
-            .map_or(rtp_deadline, |t| t.min(rtp_deadline));
+        // A leg on hold may be silent as long as it likes; no deadline past Instant's range.
+        let live = |l: &Leg| (!l.cfg.hold).then_some(l.last_rx);
+        let rtp_deadline = match (live(&a), live(&b)) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        }
+        .and_then(|t| t.checked_add(timeout));
+        let deadline = match (dirs.poll_timeout(), rtp_deadline) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
         let Dirs { ab, ba } = &mut dirs;
         let step = tokio::select! {
             r = a.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut a, &mut b, ab.as_mut(), &mut buf, &events)),
@@ -755,9 +772,10 @@ async fn run(
                 }
                 None => return BridgeEnd::Stopped,
             },
-            _ = tokio::time::sleep_until(deadline) => {
-                if Instant::now() >= rtp_deadline {
-                    return BridgeEnd::Timeout { leg_b: b.last_rx < a.last_rx };
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if rtp_deadline.is_some_and(|d| Instant::now() >= d) {
+                    let leg_b = !b.cfg.hold && (a.cfg.hold || b.last_rx < a.last_rx);
+                    return BridgeEnd::Timeout { leg_b };
                 }
                 drive(ab.as_mut(), &mut b, &events);
                 drive(ba.as_mut(), &mut a, &events);

@@ -79,6 +79,7 @@ async fn relays_both_ways_latches_refuses_hijack_and_counts_loss() {
         clock_rate: 8000,
         srtp: None,
         media: None,
+        hold: false,
     };
     let cfg_b = LegConfig {
         remote: Some(peer_b.local_addr().unwrap()),
@@ -86,6 +87,7 @@ async fn relays_both_ways_latches_refuses_hijack_and_counts_loss() {
         clock_rate: 8000,
         srtp: None,
         media: None,
+        hold: false,
     };
     let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30)).unwrap();
     let to_a = SocketAddr::new(LO, port_a);
@@ -175,6 +177,7 @@ async fn rtp_timeout_ends_the_bridge() {
         clock_rate: 8000,
         srtp: None,
         media: None,
+        hold: false,
     };
     let mut bridge = Bridge::start(leg_a, cfg, leg_b, cfg, Duration::from_millis(200)).unwrap();
     let end = within(bridge.ended()).await;
@@ -249,6 +252,7 @@ mod srtp {
                 clock_rate: 8000,
                 srtp: Some(leg_keys),
                 media: None,
+                hold: false,
             };
             let cfg_b = LegConfig {
                 remote: Some(peer_b.rtp.local_addr().unwrap()),
@@ -256,6 +260,7 @@ mod srtp {
                 clock_rate: 8000,
                 srtp: None,
                 media: None,
+                hold: false,
             };
             let (to_a, to_b) = (
                 SocketAddr::new(LO, leg_a.port),
@@ -329,6 +334,7 @@ mod srtp {
             clock_rate: 8000,
             srtp: Some(leg_keys),
             media: None,
+            hold: false,
         };
         let cfg_b = LegConfig {
             remote: Some(peer_b.rtp.local_addr().unwrap()),
@@ -336,6 +342,7 @@ mod srtp {
             clock_rate: 8000,
             srtp: None,
             media: None,
+            hold: false,
         };
         let to_a = SocketAddr::new(LO, leg_a.port);
         let bridge = Bridge::start(leg_a, cfg_a, leg_b, cfg_b, Duration::from_secs(30)).unwrap();
@@ -663,5 +670,80 @@ mod rtcp {
         let mut p = vec![0x80, 201, 0, 1];
         p.extend(ssrc.to_be_bytes());
         p
+    }
+}
+
+mod hold {
+    use super::*;
+
+    fn range(slot: u16) -> PortRange {
+        let base = 50000 + (std::process::id() % 1000) as u16 * 8 + slot * 8;
+        PortRange::new(base, base + 7).unwrap()
+    }
+
+    fn rr(ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 201, 0, 1];
+        p.extend(ssrc.to_be_bytes());
+        p
+    }
+
+    /// In real time, with a timeout of 300 ms and packets paced every 50 ms: a silent leg on
+    /// hold, then a leg sending only RTCP, keep the bridge up; the other leg falling silent
+    /// ends it.
+    #[tokio::test]
+    async fn a_held_leg_and_rtcp_keep_the_bridge_up_and_silence_ends_it() {
+        let alloc = PortAllocator::new(LO, range(0));
+        let (leg_a, leg_b) = (alloc.allocate().unwrap(), alloc.allocate().unwrap());
+        let (peer_a, peer_b) = (alloc.allocate().unwrap(), alloc.allocate().unwrap());
+        let (to_b, rtcp_a) = (
+            SocketAddr::new(LO, leg_b.port),
+            SocketAddr::new(LO, leg_a.port + 1),
+        );
+        let held = LegConfig {
+            remote: Some(peer_a.rtp.local_addr().unwrap()),
+            latch: Latch::Fixed,
+            hold: true,
+            ..LegConfig::default()
+        };
+        let cfg_b = LegConfig {
+            remote: Some(peer_b.rtp.local_addr().unwrap()),
+            latch: Latch::Fixed,
+            ..LegConfig::default()
+        };
+        let mut bridge =
+            Bridge::start(leg_a, held, leg_b, cfg_b, Duration::from_millis(300)).unwrap();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut buf = [0u8; 2048];
+        // 700 ms of A silent on hold: B's packets keep arriving.
+        for seq in 0..14u16 {
+            tick.tick().await;
+            peer_b.rtp.send_to(&rtp(seq, 0), to_b).await.unwrap();
+            let (n, _) = within(peer_a.rtp.recv_from(&mut buf)).await.unwrap();
+            assert_eq!(&buf[..n], &rtp(seq, 0)[..], "the bridge is up");
+        }
+        // Off hold, A sends only RTCP: that is liveness too.
+        let resumed = LegConfig {
+            hold: false,
+            ..held
+        };
+        bridge.update(false, resumed).await.unwrap();
+        for seq in 14..28u16 {
+            tick.tick().await;
+            peer_a.rtcp.send_to(&rr(1), rtcp_a).await.unwrap();
+            peer_b.rtp.send_to(&rtp(seq, 0), to_b).await.unwrap();
+            let (n, _) = within(peer_a.rtp.recv_from(&mut buf)).await.unwrap();
+            assert_eq!(&buf[..n], &rtp(seq, 0)[..], "the bridge is up");
+        }
+        // B falls silent, not on hold: the bridge ends for B's silence, A's RTCP or not.
+        let end = within(async {
+            loop {
+                tokio::select! {
+                    end = bridge.ended() => return end,
+                    _ = tick.tick() => peer_a.rtcp.send_to(&rr(1), rtcp_a).await.unwrap(),
+                };
+            }
+        })
+        .await;
+        assert_eq!(end, media_relay::BridgeEnd::Timeout { leg_b: true });
     }
 }

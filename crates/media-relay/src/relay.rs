@@ -328,9 +328,10 @@ impl Leg {
             buf.get(6).copied().unwrap_or(0),
             buf.get(7).copied().unwrap_or(0),
         ]);
-        let arrival_units = (now.duration_since(self.started).as_micros() as u64
-            * u64::from(self.cfg.clock_rate)
-            / 1_000_000) as u32;
+        let arrival_units = arrival_units(
+            now.saturating_duration_since(self.started),
+            self.cfg.clock_rate,
+        );
         self.last_rx = now;
         self.last_rtp = now;
         self.stats
@@ -428,6 +429,13 @@ impl Leg {
             (None, None) => false,
         }
     }
+}
+
+/// The arrival time of a packet `elapsed` into the leg, in units of the leg's RTP clock
+/// modulo 2^32 (RFC 3550 A.8 jitter takes differences): any clock rate from SDP and any
+/// call length, without overflow.
+fn arrival_units(elapsed: Duration, clock_rate: u32) -> u32 {
+    transform::units_wrapping(elapsed, clock_rate)
 }
 
 /// The address one port above `a`, if there is one.
@@ -791,6 +799,17 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrival_time_wraps_for_any_clock_rate_and_call_length() {
+        assert_eq!(arrival_units(Duration::from_millis(20), 8000), 160);
+        // Ten days at a clock of 2^32 - 1 Hz: 864000 × (2^32 - 1) ≡ -864000 (mod 2^32).
+        let ten_days = Duration::from_secs(864_000);
+        assert_eq!(arrival_units(ten_days, u32::MAX), 864_000u32.wrapping_neg());
+        // Neither the longest duration nor a zero clock panics.
+        let _ = arrival_units(Duration::MAX, u32::MAX);
+        assert_eq!(arrival_units(ten_days, 0), 0);
+    }
 
     #[test]
     fn rtcp_goes_to_the_next_port_but_not_past_65535() {

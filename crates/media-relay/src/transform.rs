@@ -224,7 +224,7 @@ struct OutStream {
 }
 
 /// `d` in units of a `rate` Hz clock, modulo 2^32 (RTP timestamp arithmetic).
-fn units_wrapping(d: Duration, rate: u32) -> u32 {
+pub(crate) fn units_wrapping(d: Duration, rate: u32) -> u32 {
     // Truncation is the point: RTP timestamps are modulo 2^32 (RFC 3550 §5.1).
     (d.as_nanos().saturating_mul(u128::from(rate)) / 1_000_000_000) as u32
 }

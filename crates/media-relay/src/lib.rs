@@ -1,5 +1,5 @@
-//! The RTP shell: port pairs from a configured range, symmetric RTP with latching to the
-//! first source (comedia, RFC 4961), relays between two legs, counters and RTP timeout,
+//! The RTP shell: port pairs from a configured range, symmetric RTP with latching to a
+//! learned source (comedia, RFC 4961), relays between two legs, counters and RTP timeout,
 //! SRTP/SRTCP on either leg, and per-leg media transforms (payload type mapping, G.711 law
 //! conversion, G.711 ⇄ Opus transcoding, RFC 4733 ⇄ SIP INFO, comfort noise) for a B2BUA
 //! between unlike peers.
@@ -9,7 +9,9 @@ mod relay;
 mod transform;
 
 pub use ports::{PortAllocator, PortRange, RtpPair};
-pub use relay::{Bridge, BridgeEnd, BridgeStats, Latch, LegConfig, LegStats};
+pub use relay::{
+    Bridge, BridgeEnd, BridgeStats, LEARN_PACKETS, Latch, LegConfig, LegStats, RELATCH_SILENCE,
+};
 pub use transform::{BridgeEvent, Codec, DtmfMode, LegMedia};
 
 #[derive(Debug, thiserror::Error)]

@@ -24,15 +24,29 @@ use tokio::time::Instant;
 pub enum Latch {
     /// Send to the address from SDP; accept only packets from it.
     Fixed,
-    /// Symmetric RTP (RFC 4961) / comedia: send to the SDP address until the first packet
-    /// arrives, then to that packet's source, and accept only that source afterwards (a
-    /// NATed peer's SDP address is useless; a late packet from elsewhere cannot hijack).
+    /// Symmetric RTP (RFC 4961) / comedia: send to the SDP address until a source is
+    /// latched, then to that source, and accept only it afterwards (a NATed peer's SDP
+    /// address is useless). Like Asterisk's `strictrtp`, a source is latched at once when it
+    /// is the SDP address or passes SRTP authentication; any other plain RTP source must
+    /// first send [`LEARN_PACKETS`] consecutive sequence numbers, its packets dropped
+    /// meanwhile, so one stray or forged packet cannot take the leg. After
+    /// [`RELATCH_SILENCE`] without RTP from the latched source (a NAT rebinding moved the
+    /// peer's port), another source may be latched by the same rule.
     FirstSource,
 }
 
+/// Consecutive RTP sequence numbers a plain source other than the SDP address sends before
+/// a [`Latch::FirstSource`] leg latches to it (Asterisk's `probation` default).
+pub const LEARN_PACKETS: u8 = 4;
+
+/// Silence of a latched source after which a [`Latch::FirstSource`] leg learns another: a
+/// NAT rebinding, or a peer that moved without a re-INVITE.
+pub const RELATCH_SILENCE: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, Copy)]
 pub struct LegConfig {
-    /// The peer's RTP address from SDP, if known (RTCP is the next port).
+    /// The peer's RTP address from SDP, if known (RTCP is sent to the next port until the
+    /// peer's own RTCP shows where it comes from).
     pub remote: Option<SocketAddr>,
     pub latch: Latch,
     /// RTP clock rate, for jitter in timestamp units.
@@ -44,10 +58,14 @@ pub struct LegConfig {
     /// legs, the bridge translates between them and owns each outbound stream's SSRC,
     /// sequence numbers and timeline; `None` on both: packets pass byte for byte.
     pub media: Option<LegMedia>,
+    /// The peer is on hold and sends nothing (its SDP says recvonly or inactive): its
+    /// silence does not end the bridge.
+    pub hold: bool,
 }
 
 impl Default for LegConfig {
-    /// No SDP address yet, latch to the first source, 8 kHz, plain RTP, no transforms.
+    /// No SDP address yet, latch to a learned source, 8 kHz, plain RTP, no transforms, not
+    /// on hold.
     fn default() -> Self {
         LegConfig {
             remote: None,
@@ -55,6 +73,7 @@ impl Default for LegConfig {
             clock_rate: 8000,
             srtp: None,
             media: None,
+            hold: false,
         }
     }
 }
@@ -66,7 +85,9 @@ pub struct LegStats {
     pub bytes: u64,
     pub lost: i64,
     pub jitter_ms: f64,
-    /// Packets refused and not forwarded: not RTP, from a non-latched source, or (plain
+    /// Packets refused and not forwarded: not RTP, from a source not latched (one still
+    /// being learned included), RTCP from elsewhere than the RTCP source latched or the RTP
+    /// peer's address, or (plain
     /// RTP/RTCP headed for an SRTP peer) not encryptable.
     pub dropped: u64,
     /// SRTP packets refused by authentication or the replay check; they neither latch the
@@ -115,7 +136,8 @@ pub struct BridgeStats {
 /// Why a bridge stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BridgeEnd {
-    /// No RTP from leg A (`false`) or B (`true`) for the timeout.
+    /// No RTP or RTCP from leg A (`false`) or B (`true`) for the timeout, that leg not on
+    /// hold.
     Timeout {
         leg_b: bool,
     },
@@ -131,6 +153,11 @@ enum Cmd {
         to_leg_b: bool,
         digit: char,
         duration_ms: Option<u32>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Update {
+        leg_b: bool,
+        cfg: LegConfig,
         reply: oneshot::Sender<Result<(), Error>>,
     },
 }
@@ -158,9 +185,18 @@ struct Leg {
     cfg: LegConfig,
     srtp: Option<SrtpSession>,
     peer: Option<SocketAddr>,
+    /// A plain source being learned: its address, last sequence number and how many
+    /// consecutive ones it sent.
+    candidate: Option<(SocketAddr, u16, u8)>,
+    /// The peer's RTCP source, latched apart from RTP: behind NAT it is not the RTP source's
+    /// port + 1.
+    rtcp_latched: Option<SocketAddr>,
     stats: RecvStats,
     counters: LegStats,
+    /// When the peer last sent accepted RTP or RTCP (liveness).
     last_rx: Instant,
+    /// When the latched source last sent accepted RTP.
+    last_rtp: Instant,
     started: Instant,
 }
 
@@ -169,13 +205,35 @@ impl Leg {
         Ok(Leg {
             pair,
             peer: cfg.remote,
+            candidate: None,
+            rtcp_latched: None,
             srtp: cfg.srtp.as_ref().map(SrtpSession::new).transpose()?,
             cfg,
             stats: RecvStats::default(),
             counters: LegStats::default(),
             last_rx: now,
+            last_rtp: now,
             started: now,
         })
+    }
+
+    /// Takes `cfg` from a re-INVITE or UPDATE, with `srtp` the session for its keys when
+    /// they changed (`None`: keep the current one, its replay window and rollover counter).
+    /// A moved peer (another SDP address or latch mode) is learned afresh.
+    fn reconfigure(&mut self, cfg: LegConfig, srtp: Option<Option<SrtpSession>>, now: Instant) {
+        if let Some(s) = srtp {
+            self.srtp = s;
+        }
+        if cfg.remote != self.cfg.remote || cfg.latch != self.cfg.latch {
+            self.peer = cfg.remote;
+            self.counters.latched = None;
+            self.candidate = None;
+            self.rtcp_latched = None;
+        }
+        self.cfg = cfg;
+        // The peer may just have started sending from its new place: its silence counts
+        // from now, not from the old address's last packet.
+        self.last_rx = now;
     }
 
     /// Validates, decrypts (SRTP) and accounts one RTP packet received into `buf[..n]`;
@@ -197,17 +255,21 @@ impl Leg {
             self.counters.dropped += 1;
             return None;
         }
-        let latch_now = match (self.cfg.latch, self.counters.latched) {
-            (Latch::FirstSource, None) => true,
-            (Latch::FirstSource, Some(l)) if l != from => {
+        let latch_now = match self.cfg.latch {
+            Latch::Fixed if self.cfg.remote.is_some_and(|r| r != from) => {
                 self.counters.dropped += 1;
                 return None;
             }
-            (Latch::Fixed, _) if self.cfg.remote.is_some_and(|r| r != from) => {
-                self.counters.dropped += 1;
-                return None;
-            }
-            _ => false,
+            Latch::Fixed => false,
+            Latch::FirstSource => match self.counters.latched {
+                Some(l) if l == from => false,
+                // The latched source keeps the leg while it talks.
+                Some(_) if now.saturating_duration_since(self.last_rtp) < RELATCH_SILENCE => {
+                    self.counters.dropped += 1;
+                    return None;
+                }
+                _ => true,
+            },
         };
         // Authenticate before latching: otherwise anyone who guesses the port could take the
         // leg over with one forged packet, which is what SRTP is meant to prevent.
@@ -232,24 +294,46 @@ impl Leg {
             None => n,
         };
         let buf = buf.get(..len).unwrap_or_default();
-        if latch_now {
-            self.counters.latched = Some(from);
-            self.peer = Some(from);
-        }
         let seq = u16::from_be_bytes([
             buf.get(2).copied().unwrap_or(0),
             buf.get(3).copied().unwrap_or(0),
         ]);
+        if latch_now {
+            // An authenticated SRTP packet, or one from where SDP said, proves the source;
+            // a plain one from elsewhere could be anyone's until its stream goes on.
+            if self.srtp.is_none() && self.cfg.remote != Some(from) {
+                let run = match self.candidate {
+                    Some((c, last, run)) if c == from && seq == last.wrapping_add(1) => {
+                        run.saturating_add(1)
+                    }
+                    _ => 1,
+                };
+                self.candidate = Some((from, seq, run));
+                if run < LEARN_PACKETS {
+                    self.counters.dropped += 1;
+                    return None;
+                }
+            }
+            self.candidate = None;
+            self.counters.latched = Some(from);
+            self.peer = Some(from);
+            if self.rtcp_latched.is_some_and(|r| r.ip() != from.ip()) {
+                // The peer moved to another host: its RTCP will come from there too.
+                self.rtcp_latched = None;
+            }
+        }
         let ts = u32::from_be_bytes([
             buf.get(4).copied().unwrap_or(0),
             buf.get(5).copied().unwrap_or(0),
             buf.get(6).copied().unwrap_or(0),
             buf.get(7).copied().unwrap_or(0),
         ]);
-        let arrival_units = (now.duration_since(self.started).as_micros() as u64
-            * u64::from(self.cfg.clock_rate)
-            / 1_000_000) as u32;
+        let arrival_units = arrival_units(
+            now.saturating_duration_since(self.started),
+            self.cfg.clock_rate,
+        );
         self.last_rx = now;
+        self.last_rtp = now;
         self.stats
             .update(seq, ts, buf.len().saturating_sub(12), arrival_units);
         Some(len)
@@ -328,14 +412,40 @@ impl Leg {
         c
     }
 
+    /// Where RTCP goes: the peer's latched RTCP source, else the port after its SDP RTP
+    /// address (RFC 3550 §11), if there is one (none after 65535).
     fn rtcp_peer(&self) -> Option<SocketAddr> {
-        self.peer
-            .map(|p| SocketAddr::new(p.ip(), p.port().wrapping_add(1)))
+        self.rtcp_latched
+            .or_else(|| self.cfg.remote.and_then(next_port))
+    }
+
+    /// Is RTCP from `src` this leg's peer's? Once latched, only from the RTCP source; before,
+    /// from the host RTP is sent to (latched or from SDP). Nothing is accepted while that
+    /// is unknown.
+    fn rtcp_from_peer(&self, src: SocketAddr) -> bool {
+        match (self.rtcp_latched, self.peer) {
+            (Some(l), _) => l == src,
+            (None, Some(p)) => p.ip() == src.ip(),
+            (None, None) => false,
+        }
     }
 }
 
+/// The arrival time of a packet `elapsed` into the leg, in units of the leg's RTP clock
+/// modulo 2^32 (RFC 3550 A.8 jitter takes differences): any clock rate from SDP and any
+/// call length, without overflow.
+fn arrival_units(elapsed: Duration, clock_rate: u32) -> u32 {
+    transform::units_wrapping(elapsed, clock_rate)
+}
+
+/// The address one port above `a`, if there is one.
+fn next_port(a: SocketAddr) -> Option<SocketAddr> {
+    Some(SocketAddr::new(a.ip(), a.port().checked_add(1)?))
+}
+
 impl Bridge {
-    /// Relays between two legs until dropped or until one leg sends no RTP for `timeout`.
+    /// Relays between two legs until dropped or until one leg not on hold sends no RTP or
+    /// RTCP for `timeout`.
     /// Outbound SSRCs, first sequence numbers and timestamps (with transforms) are random.
     ///
     /// Refused: media described for one leg only, a leg's description using one payload type
@@ -365,35 +475,11 @@ impl Bridge {
         timeout: Duration,
         seed: u64,
     ) -> Result<Bridge, Error> {
-        let (ab, ba) = match (&a_cfg.media, &b_cfg.media) {
-            (None, None) => (None, None),
-            (Some(ma), Some(mb)) => {
-                transform::check_pair(ma, mb)?;
-                let now = Instant::now().into_std();
-                let mut seeds = Seeds::new(seed);
-                (
-                    Some(Direction::new(ma, mb, false, &mut seeds, now)),
-                    Some(Direction::new(mb, ma, true, &mut seeds, now)),
-                )
-            }
-            _ => {
-                return Err(Error::Misuse(
-                    "media described for one leg only: describe both or neither",
-                ));
-            }
-        };
+        let mut seeds = Seeds::new(seed);
+        let dirs = Dirs::new(&a_cfg, &b_cfg, &mut seeds, Instant::now())?;
         let (cmd, rx) = mpsc::channel(8);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-        let task = tokio::spawn(run(
-            a,
-            a_cfg,
-            b,
-            b_cfg,
-            Dirs { ab, ba },
-            timeout,
-            rx,
-            events_tx,
-        ));
+        let task = tokio::spawn(run(a, a_cfg, b, b_cfg, dirs, seeds, timeout, rx, events_tx));
         Ok(Bridge {
             cmd,
             task,
@@ -426,6 +512,23 @@ impl Bridge {
                 duration_ms,
                 reply,
             })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Replaces leg B's (`leg_b`) or A's configuration mid-call, for a re-INVITE or UPDATE
+    /// that moved the peer's media (a PBX stepping out of the media path, SBC failover):
+    /// another SDP address or latch mode is learned afresh, new SRTP keys take over at once,
+    /// and changed media rebuilds both directions' transforms, their outbound streams going
+    /// on with the same SSRC and sequence numbers (digits still queued toward a leg are
+    /// dropped). Refused like [`start`](Self::start) refuses, leaving the old configuration
+    /// in place: media described for one leg only, or codecs not translated; also unusable
+    /// SRTP keys.
+    pub async fn update(&self, leg_b: bool, cfg: LegConfig) -> Result<(), Error> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Update { leg_b, cfg, reply })
             .await
             .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
@@ -513,7 +616,11 @@ fn drive(dir: Option<&mut Direction>, to: &mut Leg, events: &mpsc::Sender<Bridge
 fn pump_rtcp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
     for _ in 0..BURST {
         match from.pair.rtcp.try_recv_from(buf) {
-            Ok((n, _)) => {
+            Ok((n, src)) => {
+                if !from.rtcp_from_peer(src) {
+                    from.counters.dropped += 1;
+                    continue;
+                }
                 let pkt = buf.get(..n).unwrap_or_default();
                 let clear = match &mut from.srtp {
                     Some(s) => match s.unprotect_rtcp(pkt) {
@@ -525,6 +632,10 @@ fn pump_rtcp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
                     },
                     None => Cow::Borrowed(pkt),
                 };
+                // Latched only now: a forged SRTCP packet must not move where RTCP goes.
+                from.rtcp_latched = Some(src);
+                // RFC 3550 §6.2: a peer that is sending nothing still reports.
+                from.last_rx = Instant::now();
                 from.counters.rtcp += 1;
                 if !to.send(&clear, true) {
                     from.counters.dropped += 1;
@@ -546,6 +657,24 @@ struct Dirs {
 }
 
 impl Dirs {
+    /// The transforms for two legs' configurations, checked as [`Bridge::start`] documents.
+    fn new(a: &LegConfig, b: &LegConfig, seeds: &mut Seeds, now: Instant) -> Result<Dirs, Error> {
+        match (&a.media, &b.media) {
+            (None, None) => Ok(Dirs { ab: None, ba: None }),
+            (Some(ma), Some(mb)) => {
+                transform::check_pair(ma, mb)?;
+                let now = now.into_std();
+                Ok(Dirs {
+                    ab: Some(Direction::new(ma, mb, false, seeds, now)),
+                    ba: Some(Direction::new(mb, ma, true, seeds, now)),
+                })
+            }
+            _ => Err(Error::Misuse(
+                "media described for one leg only: describe both or neither",
+            )),
+        }
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         let t = |d: &Option<Direction>| d.as_ref().and_then(Direction::poll_timeout);
         match (t(&self.ab), t(&self.ba)) {
@@ -556,6 +685,38 @@ impl Dirs {
     }
 }
 
+/// Carries out [`Bridge::update`] on `leg`, whose other leg is configured as `other`: every
+/// check and fallible step comes before the first change.
+fn update(
+    leg: &mut Leg,
+    leg_b: bool,
+    other: &LegConfig,
+    cfg: LegConfig,
+    dirs: &mut Dirs,
+    seeds: &mut Seeds,
+) -> Result<(), Error> {
+    let srtp = if cfg.srtp == leg.cfg.srtp {
+        None
+    } else {
+        let s = cfg.srtp.as_ref().map(SrtpSession::new).transpose();
+        Some(s.map_err(|_| Error::Misuse("unusable srtp keys"))?)
+    };
+    let now = Instant::now();
+    if cfg.media != leg.cfg.media {
+        let (a, b) = if leg_b { (other, &cfg) } else { (&cfg, other) };
+        let mut new = Dirs::new(a, b, seeds, now)?;
+        // The peers keep seeing the streams they saw: same SSRC, next sequence numbers.
+        for (new, old) in [(&mut new.ab, &dirs.ab), (&mut new.ba, &dirs.ba)] {
+            if let (Some(n), Some(o)) = (new, old) {
+                n.continue_stream(o);
+            }
+        }
+        *dirs = new;
+    }
+    leg.reconfigure(cfg, srtp, now);
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     a: RtpPair,
@@ -563,6 +724,7 @@ async fn run(
     b: RtpPair,
     b_cfg: LegConfig,
     mut dirs: Dirs,
+    mut seeds: Seeds,
     timeout: Duration,
     mut cmd: mpsc::Receiver<Cmd>,
     events: mpsc::Sender<BridgeEvent>,
@@ -573,10 +735,17 @@ async fn run(
     };
     let mut buf = [0u8; 2048];
     loop {
-        let rtp_deadline = a.last_rx.min(b.last_rx) + timeout;
-        let deadline = dirs
-            .poll_timeout()
-            .map_or(rtp_deadline, |t| t.min(rtp_deadline));
+        // A leg on hold may be silent as long as it likes; no deadline past Instant's range.
+        let live = |l: &Leg| (!l.cfg.hold).then_some(l.last_rx);
+        let rtp_deadline = match (live(&a), live(&b)) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        }
+        .and_then(|t| t.checked_add(timeout));
+        let deadline = match (dirs.poll_timeout(), rtp_deadline) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
         let Dirs { ab, ba } = &mut dirs;
         let step = tokio::select! {
             r = a.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut a, &mut b, ab.as_mut(), &mut buf, &events)),
@@ -604,11 +773,17 @@ async fn run(
                     let _ = reply.send(r);
                     Ok(())
                 }
+                Some(Cmd::Update { leg_b, cfg, reply }) => {
+                    let (leg, other) = if leg_b { (&mut b, &a.cfg) } else { (&mut a, &b.cfg) };
+                    let _ = reply.send(update(leg, leg_b, other, cfg, &mut dirs, &mut seeds));
+                    Ok(())
+                }
                 None => return BridgeEnd::Stopped,
             },
-            _ = tokio::time::sleep_until(deadline) => {
-                if Instant::now() >= rtp_deadline {
-                    return BridgeEnd::Timeout { leg_b: b.last_rx < a.last_rx };
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if rtp_deadline.is_some_and(|d| Instant::now() >= d) {
+                    let leg_b = !b.cfg.hold && (a.cfg.hold || b.last_rx < a.last_rx);
+                    return BridgeEnd::Timeout { leg_b };
                 }
                 drive(ab.as_mut(), &mut b, &events);
                 drive(ba.as_mut(), &mut a, &events);
@@ -618,5 +793,28 @@ async fn run(
         if step.is_err() {
             return BridgeEnd::Io;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrival_time_wraps_for_any_clock_rate_and_call_length() {
+        assert_eq!(arrival_units(Duration::from_millis(20), 8000), 160);
+        // Ten days at a clock of 2^32 - 1 Hz: 864000 × (2^32 - 1) ≡ -864000 (mod 2^32).
+        let ten_days = Duration::from_secs(864_000);
+        assert_eq!(arrival_units(ten_days, u32::MAX), 864_000u32.wrapping_neg());
+        // Neither the longest duration nor a zero clock panics.
+        let _ = arrival_units(Duration::MAX, u32::MAX);
+        assert_eq!(arrival_units(ten_days, 0), 0);
+    }
+
+    #[test]
+    fn rtcp_goes_to_the_next_port_but_not_past_65535() {
+        let a: SocketAddr = "192.0.2.1:5004".parse().unwrap();
+        assert_eq!(next_port(a).map(|a| a.port()), Some(5005));
+        assert_eq!(next_port(SocketAddr::new(a.ip(), 65535)), None);
     }
 }

@@ -224,7 +224,7 @@ struct OutStream {
 }
 
 /// `d` in units of a `rate` Hz clock, modulo 2^32 (RTP timestamp arithmetic).
-fn units_wrapping(d: Duration, rate: u32) -> u32 {
+pub(crate) fn units_wrapping(d: Duration, rate: u32) -> u32 {
     // Truncation is the point: RTP timestamps are modulo 2^32 (RFC 3550 §5.1).
     (d.as_nanos().saturating_mul(u128::from(rate)) / 1_000_000_000) as u32
 }
@@ -564,6 +564,20 @@ impl Direction {
             digits: VecDeque::new(),
             counters: DirCounters::default(),
         }
+    }
+
+    /// Takes over `old`'s outbound stream after a leg's media changed mid-call (a re-INVITE):
+    /// the outbound peer sees the same SSRC with the next sequence numbers, and the timeline
+    /// goes on from where it stood (RFC 3550 §5.1: a payload type change needs no new SSRC).
+    /// The inbound source is followed afresh, and counters carry on.
+    pub fn continue_stream(&mut self, old: &Direction) {
+        self.out.ssrc = old.out.ssrc;
+        self.out.max_seq = old.out.max_seq;
+        self.out.last_audio = old.out.last_audio;
+        if old.out.rate == self.out.rate {
+            self.out.frame = old.out.frame;
+        }
+        self.counters = old.counters;
     }
 
     /// A new inbound source (the first one, or an SSRC change): its next packet continues

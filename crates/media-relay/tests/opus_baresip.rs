@@ -294,6 +294,7 @@ async fn baresip_opus_is_transcoded_to_pcmu_and_back() {
             clock_rate: 48_000,
             srtp: None,
             media: Some(LegMedia::new(OPUS_PT, Codec::OPUS, DtmfMode::Info)),
+            hold: false,
         },
         leg_b,
         LegConfig {
@@ -302,6 +303,7 @@ async fn baresip_opus_is_transcoded_to_pcmu_and_back() {
             clock_rate: 8000,
             srtp: None,
             media: Some(LegMedia::new(0, Codec::PCMU, DtmfMode::Info)),
+            hold: false,
         },
         Duration::from_secs(30),
     )

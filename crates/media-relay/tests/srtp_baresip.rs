@@ -393,6 +393,7 @@ async fn call(suite: Suite, slot: u16) {
                 outbound: ours,
             }),
             media: None,
+            hold: false,
         },
         leg_b,
         LegConfig {
@@ -401,6 +402,7 @@ async fn call(suite: Suite, slot: u16) {
             clock_rate: 8000,
             srtp: None,
             media: None,
+            hold: false,
         },
         Duration::from_secs(30),
     )

@@ -712,3 +712,60 @@ async fn pcmu_and_opus_are_transcoded_both_ways() {
     assert_eq!((st.b.codec_errors, st.b.concealed), (1, 1), "{st:?}");
     assert_eq!((st.a.codec_errors, st.a.dropped, st.b.dropped), (0, 0, 0));
 }
+
+#[tokio::test]
+async fn media_changed_by_reinvite_keeps_the_outbound_stream_going() {
+    let s = Setup::new(
+        8,
+        media(0, Codec::PCMU, DtmfMode::Info, None),
+        media(0, Codec::PCMU, DtmfMode::Info, None),
+    )
+    .await;
+    let mut got = Vec::new();
+    for i in 0..3u16 {
+        s.a_sends(&Rtp::new(0, 10 + i, 160 * u32::from(i), &speech(i)))
+            .await;
+        got.push(recv(&s.peer_b).await);
+    }
+    // A's peer switches to A-law on payload type 8 (a new SSRC and seq with it): B still
+    // wants µ-law, so the bridge now converts, on the same outbound stream.
+    let moved = LegConfig {
+        remote: Some(s.peer_a.local_addr().unwrap()),
+        latch: Latch::Fixed,
+        media: Some(media(8, Codec::PCMA, DtmfMode::Info, None)),
+        ..LegConfig::default()
+    };
+    s.bridge.update(false, moved).await.unwrap();
+    for i in 0..3u16 {
+        let mut sent = Rtp::new(8, 5000 + i, 90_000 + 160 * u32::from(i), &speech(i));
+        sent.ssrc = 0xabcd;
+        s.a_sends(&sent).await;
+        let p = recv(&s.peer_b).await;
+        let mut want = sent.payload.clone();
+        g711::alaw_to_ulaw_in_place(&mut want);
+        assert_eq!((p.pt, &p.payload), (0, &want));
+        got.push(p);
+    }
+    assert_one_continuous_stream(&got);
+    // An untranslated pair is refused and changes nothing.
+    let bad = LegConfig {
+        media: Some(media(
+            9,
+            Codec::new("G722", 8000).unwrap(),
+            DtmfMode::Info,
+            None,
+        )),
+        ..moved
+    };
+    assert!(matches!(
+        s.bridge.update(false, bad).await,
+        Err(media_relay::Error::UnsupportedCodecs { .. })
+    ));
+    let mut sent = Rtp::new(8, 5003, 90_480, &speech(3));
+    sent.ssrc = 0xabcd;
+    s.a_sends(&sent).await;
+    got.push(recv(&s.peer_b).await);
+    assert_one_continuous_stream(&got);
+    let st = s.stats_when(|st| st.a.converted == 4).await;
+    assert_eq!(st.a.dropped, 0);
+}

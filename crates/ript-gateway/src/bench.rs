@@ -545,6 +545,7 @@ fn start_forwarder(
         clock_rate: CLOCK_RATE,
         srtp: None,
         media: None,
+        hold: false,
     };
     for pair in uas.chunks_exact(2) {
         let &[ua_a, ua_b] = pair else { continue };

@@ -184,3 +184,33 @@ fn bad_configurations_exit_1_naming_the_key() {
     assert!(err.contains("sqlite:// or postgres://"), "{err}");
     assert!(!err.contains("hunter2"), "the password was printed: {err}");
 }
+
+/// `migrate` applies the schema to SQLite (the default, under the data directory) and to the
+/// Postgres of `DATABASE_URL`, twice each (the second run finds nothing to do).
+#[test]
+fn migrate_applies_the_schema_to_sqlite_and_postgres() {
+    let dir = std::env::temp_dir().join(format!("ript-gw-migrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pg = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    for url in [None, Some(pg.as_str())] {
+        for _ in 0..2 {
+            let mut cmd = Command::new(BIN);
+            cmd.args(["migrate", "--data-dir"]).arg(&dir);
+            cmd.env_remove("DATABASE_URL");
+            if let Some(u) = url {
+                cmd.env("DATABASE_URL", u);
+            }
+            let out = cmd.output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{url:?}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(stdout.contains("migrations applied"), "{stdout}");
+        }
+    }
+    assert!(dir.join("gateway.db").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

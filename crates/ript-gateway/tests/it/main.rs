@@ -51,6 +51,9 @@ pub(crate) fn start_with(envs: &[(&str, &str)]) -> Running {
     let mut child = Command::new(BIN)
         .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
+        // Each gateway keeps its own SQLite under its data dir unless a test says otherwise
+        // (the torture test runs in a network namespace with no Postgres in it).
+        .env_remove("DATABASE_URL")
         .env("RIPT_TOKEN", TOKEN)
         .env("RIPT_LOG", "warn")
         .env("RIPT_SIP_LISTEN", "udp:127.0.0.1:0,tcp:127.0.0.1:0")

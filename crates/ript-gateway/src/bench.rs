@@ -265,8 +265,9 @@ impl Phase {
         }
         if self.kind == Kind::Relay {
             say!(
-                "relay counters: {} packets refused or on RFC 3550 probation (1 per flow expected: {})",
+                "relay counters: {} packets refused (0 expected), {} forwarded on RFC 3550 probation (1 per flow expected: {})",
                 self.fwd.refused,
+                self.fwd.probation,
                 self.send.sent.len()
             );
         }
@@ -460,9 +461,10 @@ struct FwdReport {
     split: Option<(Duration, Duration)>,
     /// RTP packets the forwarder read (and, here, sent on).
     forwarded: u64,
-    /// Relay only: packets its counters refused. The first packet of each flow is on RFC
-    /// 3550 probation and counted here although the relay forwards it.
+    /// Relay only: packets its counters refused (not forwarded).
     refused: u64,
+    /// Relay only: packets forwarded while on RFC 3550 probation (the first of each flow).
+    probation: u64,
     /// Bridges that did not answer for their stats (ended early).
     silent: usize,
 }
@@ -513,6 +515,7 @@ fn forwarder(
                             report.forwarded +=
                                 s.a.packets + s.b.packets + s.a.unvalidated + s.b.unvalidated;
                             report.refused += refused;
+                            report.probation += s.a.unvalidated + s.b.unvalidated;
                         }
                         None => report.silent += 1,
                     }

@@ -37,7 +37,9 @@ const MIN_SEQUENTIAL: u32 = 2;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RecvStats {
     max_seq: u16,
-    cycles: u32,
+    /// Wraps seen, times 2^16. u64: a u32 overflowed after 65536 wraps, which a sender can
+    /// force with ~1.4M packets jumping forward by just under MAX_DROPOUT.
+    cycles: u64,
     base_seq: u32,
     bad_seq: u32,
     probation: u32,
@@ -113,7 +115,7 @@ impl RecvStats {
             return false;
         } else if udelta < MAX_DROPOUT {
             if seq < self.max_seq {
-                self.cycles += RTP_SEQ_MOD;
+                self.cycles = self.cycles.wrapping_add(u64::from(RTP_SEQ_MOD));
             }
             self.max_seq = seq;
         } else if udelta <= RTP_SEQ_MOD - MAX_MISORDER {
@@ -132,11 +134,13 @@ impl RecvStats {
 
     /// Highest sequence number seen, extended with the wrap count.
     pub fn extended_max(&self) -> u64 {
-        u64::from(self.cycles) + u64::from(self.max_seq)
+        self.cycles.saturating_add(u64::from(self.max_seq))
     }
 
     pub fn expected(&self) -> u64 {
-        (self.extended_max() + 1).saturating_sub(u64::from(self.base_seq))
+        self.extended_max()
+            .saturating_add(1)
+            .saturating_sub(u64::from(self.base_seq))
     }
 
     /// Cumulative packets lost (may be negative with duplicates, RFC 3550 §6.4.1).
@@ -227,6 +231,24 @@ mod tests {
         // A wild jump is refused once, then accepted as a restart when sequential.
         assert!(!s.update(40000, 0, 160, 0));
         assert!(s.update(40001, 160, 160, 160));
+    }
+
+    #[test]
+    fn more_than_65536_wraps_do_not_overflow() {
+        let mut s = RecvStats::default();
+        // Out of probation first (A.1: two sequential packets).
+        for seq in 0..3 {
+            s.update(seq, 0, 0, 0);
+        }
+        let mut seq = 2u16;
+        // Jumps just under MAX_DROPOUT are in-order packets: a wrap every 22 or so.
+        let wraps = 65_537u64;
+        let n = wraps * u64::from(RTP_SEQ_MOD) / 2999 + 1;
+        for _ in 0..n {
+            seq = seq.wrapping_add(2999);
+            s.update(seq, 0, 0, 0);
+        }
+        assert!(s.extended_max() >= wraps * u64::from(RTP_SEQ_MOD));
     }
 
     #[test]

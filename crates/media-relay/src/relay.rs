@@ -1,10 +1,10 @@
 //! A two-leg RTP/RTCP relay: symmetric RTP with latching, per-leg counters (RFC 3550
 //! statistics), RTP timeout, SRTP/SRTCP per leg (either leg may be plain, so the relay
 //! bridges SRTP ⇄ RTP), and, when both legs describe their peer's media, the transforms of
-//! [`crate::transform`] (payload type mapping, G.711 law conversion, RFC 4733 ⇄ SIP INFO,
-//! comfort noise). One task owns both legs' sockets and state: no per-packet locking or task
-//! hop. Without transforms a packet is forwarded byte for byte, with no allocation unless a
-//! leg uses SRTP.
+//! [`crate::transform`] (payload type mapping, G.711 law conversion, G.711 ⇄ Opus
+//! transcoding, RFC 4733 ⇄ SIP INFO, comfort noise). One task owns both legs' sockets and
+//! state: no per-packet locking or task hop. Without transforms a packet is forwarded byte for
+//! byte, with no allocation unless a leg uses SRTP; only transcoding allocates per packet.
 
 use crate::Error;
 use crate::ports::RtpPair;
@@ -94,6 +94,16 @@ pub struct LegStats {
     /// Audio (and CN) from this leg held back while a digit injected toward the other leg
     /// played (RFC 4733 §2.5.1.2).
     pub suppressed: u64,
+    /// Audio packets from this leg transcoded between G.711 and Opus.
+    pub transcoded: u64,
+    /// Audio packets from this leg its codec refused (corrupt Opus, G.711 that is not a
+    /// whole number of 10 ms): dropped, the stream goes on.
+    pub codec_errors: u64,
+    /// Gaps in this leg's Opus (lost packets: a gap in sequence numbers; corrupt ones)
+    /// filled with concealed audio toward the other leg, up to 120 ms per gap.
+    pub concealed: u64,
+    /// Packets from this leg dropped by the transcoder for arriving after a later one.
+    pub late: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -291,6 +301,10 @@ impl Leg {
                 suppressed,
                 digits_in,
                 digits_out: _,
+                transcoded,
+                codec_errors,
+                concealed,
+                late,
             } = d.counters;
             c.dropped += dropped;
             c.converted = converted;
@@ -298,6 +312,10 @@ impl Leg {
             c.dropped_cn = dropped_cn;
             c.suppressed = suppressed;
             c.digits_in = digits_in;
+            c.transcoded = transcoded;
+            c.codec_errors = codec_errors;
+            c.concealed = concealed;
+            c.late = late;
         }
         if let Some(d) = outbound {
             c.digits_out = d.counters.digits_out;
@@ -321,7 +339,8 @@ impl Bridge {
     /// Outbound SSRCs, first sequence numbers and timestamps (with transforms) are random.
     ///
     /// Refused: media described for one leg only, a leg's description using one payload type
-    /// twice or one above 127, and codecs that differ other than µ-law ⇄ A-law.
+    /// twice or one above 127, and codecs that differ other than µ-law ⇄ A-law or G.711 ⇄
+    /// `opus/48000`.
     pub fn start(
         a: RtpPair,
         a_cfg: LegConfig,
@@ -449,6 +468,11 @@ fn pump_rtp(
                 if let Some(d) = dir.as_deref_mut() {
                     let forward = d.handle_rtp(now.into_std(), pkt);
                     report(d, events);
+                    while let Some(t) = d.poll_transcoded() {
+                        if !to.send(&t, false) {
+                            from.counters.dropped += 1;
+                        }
+                    }
                     if !forward {
                         continue;
                     }

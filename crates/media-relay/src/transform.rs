@@ -1,15 +1,19 @@
 //! Per-direction media transforms of a bridge: what one leg's peer sends, rewritten for what
 //! the other leg's peer speaks. Payload types are remapped, G.711 is converted between µ-law
-//! and A-law in place, RFC 4733 telephone-events are remapped, decoded into digits (toward a
-//! leg that wants SIP INFO) or injected (digits from the other side's INFO), and RFC 3389
-//! comfort noise is remapped or dropped. The outbound stream owns its SSRC, sequence numbers
-//! and timeline so that dropped and injected packets leave no gaps or duplicates.
+//! and A-law in place or transcoded to and from Opus (`media-codec`), RFC 4733
+//! telephone-events are remapped (rescaled between 8 and 48 kHz beside Opus), decoded into
+//! digits (toward a leg that wants SIP INFO) or injected (digits from the other side's INFO),
+//! and RFC 3389 comfort noise is remapped or dropped. The outbound stream owns its SSRC,
+//! sequence numbers and timeline so that dropped and injected packets leave no gaps or
+//! duplicates.
 //!
 //! Sans-IO like the `media-proto` machines it drives: time comes in as `now`, packets are
-//! rewritten in the caller's buffer, digits come out of `poll_event`, injected packets out of
-//! `poll_transmit`, and `poll_timeout` says when to call back.
+//! rewritten in the caller's buffer, transcoded audio comes out of `poll_transcoded`, digits
+//! out of `poll_event`, injected packets out of `poll_transmit`, and `poll_timeout` says when
+//! to call back.
 
 use crate::Error;
+use media_codec::{G711Law, G711ToOpus, OpusToG711, TimestampMap, TranscoderConfig};
 use media_proto::dtmf::{
     DtmfEvent, DtmfReceiver, DtmfSender, InfoDigit, ReceiverConfig, SenderConfig, char_of,
 };
@@ -36,6 +40,9 @@ impl Codec {
     pub const PCMU: Codec = Codec::known(b"PCMU", 8000);
     /// G.711 A-law, static payload type 8 (RFC 3551 §6).
     pub const PCMA: Codec = Codec::known(b"PCMA", 8000);
+    /// Opus, whose rtpmap is `opus/48000/2` whatever the audio's rate and channels: the RTP
+    /// clock is 48 kHz (RFC 7587 §4.1, §7). Dynamic payload type.
+    pub const OPUS: Codec = Codec::known(b"OPUS", 48_000);
 
     // A const fn has no iterators; the loop is bounded by both lengths.
     #[allow(clippy::indexing_slicing)]
@@ -91,7 +98,9 @@ impl fmt::Debug for Codec {
 /// How a leg's peer carries DTMF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtmfMode {
-    /// RFC 4733 telephone-events with this payload type, on the audio codec's clock.
+    /// RFC 4733 telephone-events with this payload type, on the audio codec's clock
+    /// (`telephone-event/48000` beside Opus, RFC 7587 §4.1; the bridge rescales timestamps
+    /// and durations when the other leg's clock differs).
     Rfc4733 { pt: u8 },
     /// SIP INFO (or no DTMF at all): the peer neither sends nor receives telephone-events, so
     /// digits toward it are reported as [`BridgeEvent::Digit`] for the call task to send.
@@ -166,6 +175,14 @@ pub(crate) struct DirCounters {
     pub digits_in: u64,
     /// Digits queued toward the outbound leg.
     pub digits_out: u64,
+    /// Audio packets transcoded between G.711 and Opus.
+    pub transcoded: u64,
+    /// Audio packets the codec refused (corrupt Opus, G.711 that is not whole 10 ms): dropped.
+    pub codec_errors: u64,
+    /// Gaps in the inbound Opus sequence (lost or corrupt packets) filled with concealment.
+    pub concealed: u64,
+    /// Packets dropped on a transcoding path for arriving after a later one of their source.
+    pub late: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,11 +346,14 @@ impl Seeds {
 const EVENT_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Checks that two legs can be bridged: each description is consistent, and the codecs are
-/// the same or the two G.711 laws.
+/// the same, the two G.711 laws, or G.711 and Opus.
 pub(crate) fn check_pair(a: &LegMedia, b: &LegMedia) -> Result<(), Error> {
     a.check()?;
     b.check()?;
-    if a.codec == b.codec || law(a.codec, b.codec).is_some() {
+    if a.codec == b.codec
+        || law(a.codec, b.codec).is_some()
+        || transcode(a.codec, b.codec).is_some()
+    {
         Ok(())
     } else {
         Err(Error::UnsupportedCodecs {
@@ -348,6 +368,113 @@ fn law(from: Codec, to: Codec) -> Option<Law> {
         (Codec::PCMU, Codec::PCMA) => Some(Law::UlawToAlaw),
         (Codec::PCMA, Codec::PCMU) => Some(Law::AlawToUlaw),
         _ => None,
+    }
+}
+
+fn g711_law(c: Codec) -> Option<G711Law> {
+    match c {
+        Codec::PCMU => Some(G711Law::Ulaw),
+        Codec::PCMA => Some(G711Law::Alaw),
+        _ => None,
+    }
+}
+
+/// Which way a direction transcodes, if it does: G.711 (either law) ⇄ Opus.
+fn transcode(from: Codec, to: Codec) -> Option<Coding> {
+    match (g711_law(from), g711_law(to)) {
+        (Some(law), None) if to == Codec::OPUS => Some(Coding::ToOpus(law)),
+        (None, Some(law)) if from == Codec::OPUS => Some(Coding::FromOpus(law)),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    /// G.711 of this law in, Opus out.
+    ToOpus(G711Law),
+    /// Opus in, G.711 of this law out.
+    FromOpus(G711Law),
+}
+
+/// The codec of one transcoding direction, built at a source's first audio packet so that its
+/// timestamps start where the outbound stream stands.
+#[derive(Debug)]
+enum Coder {
+    None,
+    Encode(G711ToOpus),
+    Decode(OpusToG711),
+}
+
+/// Longest inbound gap concealed, in 48 kHz ticks: 120 ms, the most one concealment call
+/// covers (RFC 6716 §3.2.5). Beyond it PLC has faded to silence anyway (libopus attenuates
+/// within a few frames), so the rest of a longer gap is left as a timestamp gap.
+const MAX_CONCEAL: u32 = 5_760;
+/// RFC 3550 §A.1's bounds on a sequence number jump that is still loss (ahead) or
+/// reordering (behind); a larger one is a restarted source.
+const MAX_DROPOUT: u16 = 3000;
+const MAX_MISORDER: u16 = 100;
+/// Concealment works in whole 2.5 ms frames (RFC 6716 §2.1.4), in 48 kHz ticks.
+const CONCEAL_UNIT: u32 = 120;
+/// G.711 toward the outbound peer goes out in packets of 20 ms (160 samples), the usual
+/// telephony ptime (RFC 3551 §4.5), whatever frame size the Opus peer chose.
+const G711_PACKET: usize = 160;
+
+/// G.711 ⇄ Opus state of a direction. The codec's timestamps are the outbound ones, so the
+/// outbound timeline is kept here per inbound source rather than as an offset.
+#[derive(Debug)]
+struct Transcoder {
+    coding: Coding,
+    coder: Coder,
+    /// The inbound source's timestamps on the outbound clock (×6 or ÷6), anchored where the
+    /// outbound stream stood when the source appeared; events and the codec share it.
+    ts_map: TimestampMap,
+    /// The last inbound sequence number taken from this source.
+    last_seq: Option<u16>,
+    /// Transcoded packets for the outbound peer, as complete RTP packets.
+    queue: VecDeque<Vec<u8>>,
+}
+
+impl Transcoder {
+    fn new(coding: Coding) -> Self {
+        Transcoder {
+            coding,
+            coder: Coder::None,
+            ts_map: Transcoder::map(coding, 0),
+            last_seq: None,
+            queue: VecDeque::new(),
+        }
+    }
+
+    fn map(coding: Coding, out_base: u32) -> TimestampMap {
+        match coding {
+            Coding::ToOpus(_) => TimestampMap::g711_to_opus(out_base),
+            Coding::FromOpus(_) => TimestampMap::opus_to_g711(out_base),
+        }
+    }
+
+    /// A new inbound source whose first packet maps to `out_base`: a new codec follows (the
+    /// Opus stream it decodes, or the one it encodes for, restarts with it).
+    fn follow_source(&mut self, out_base: u32) {
+        self.ts_map = Transcoder::map(self.coding, out_base);
+        self.coder = Coder::None;
+        self.last_seq = None;
+    }
+
+    /// An RFC 4733 payload's duration fields rescaled between the legs' clocks; a duration
+    /// ×6 beyond 16 bits is cut to 65535 ticks (1.36 s at 48 kHz: RFC 4733 §2.5.1.3 long
+    /// events are segmented by their sender, which the 8 kHz one did not need to do yet).
+    fn rescale_event(&self, payload: &mut [u8]) {
+        for e in payload.chunks_exact_mut(4) {
+            if let [_, _, d0, d1] = e {
+                let d = u32::from(u16::from_be_bytes([*d0, *d1]));
+                let scaled = match self.coding {
+                    Coding::ToOpus(_) => d * media_codec::OPUS_TICKS_PER_G711_SAMPLE,
+                    Coding::FromOpus(_) => d / media_codec::OPUS_TICKS_PER_G711_SAMPLE,
+                };
+                let [h, l] = u16::try_from(scaled).unwrap_or(u16::MAX).to_be_bytes();
+                (*d0, *d1) = (h, l);
+            }
+        }
     }
 }
 
@@ -367,6 +494,8 @@ pub(crate) struct Direction {
     receiver_cfg: ReceiverConfig,
     /// Plays digits toward an RFC 4733 outbound peer, with its telephone-event payload type.
     sender: Option<(DtmfSender, u8)>,
+    /// G.711 ⇄ Opus; `None` when the audio passes as it is (or as the other G.711 law).
+    transcoder: Option<Transcoder>,
     out: OutStream,
     /// SSRC of the inbound source the offsets were taken for.
     in_ssrc: Option<u32>,
@@ -396,7 +525,9 @@ impl Direction {
             }
             (DtmfMode::Rfc4733 { pt }, DtmfMode::Info) => EventRoute::Decode { from: pt },
         };
-        let receiver_cfg = ReceiverConfig::new(rate);
+        // The inbound events run on the inbound leg's clock (48 kHz beside Opus).
+        let receiver_cfg = ReceiverConfig::new(from.codec.clock_rate.max(1));
+        let transcoder = transcode(from.codec, to.codec).map(Transcoder::new);
         let sender = match to.dtmf {
             DtmfMode::Rfc4733 { pt } => {
                 let cfg = SenderConfig {
@@ -413,11 +544,13 @@ impl Direction {
             out_audio: to.audio_pt,
             law: law(from.codec, to.codec),
             events,
-            cn: from.cn.map(|f| (f, to.cn)),
+            // Opus has no RFC 3389 CN (it has DTX, RFC 7587 §3.1.3): CN is dropped either way.
+            cn: from.cn.map(|f| (f, to.cn.filter(|_| transcoder.is_none()))),
             receiver: matches!(events, EventRoute::Decode { .. })
                 .then(|| DtmfReceiver::new(receiver_cfg)),
             receiver_cfg,
             sender,
+            transcoder,
             out: OutStream {
                 ssrc,
                 max_seq: first_seq.wrapping_sub(1),
@@ -439,6 +572,9 @@ impl Direction {
         self.in_ssrc = Some(p.ssrc);
         self.out.seq_off = self.out.max_seq.wrapping_add(1).wrapping_sub(p.seq);
         self.out.ts_off = self.out.ts_at(now).wrapping_sub(p.ts);
+        if let Some(t) = &mut self.transcoder {
+            t.follow_source(self.out.ts_at(now));
+        }
         // RFC 4733 events are tracked per SSRC; a digit in progress on the old source ends
         // with it.
         if self.receiver.is_some() {
@@ -482,6 +618,9 @@ impl Direction {
         };
         if self.in_ssrc != Some(p.ssrc) {
             self.follow_source(now, &p);
+        }
+        if self.transcoder.is_some() {
+            return self.handle_transcoded(now, pkt, &p);
         }
         let suppress = self.suppressing(now);
         let out_pt = if p.pt == self.in_audio {
@@ -570,6 +709,167 @@ impl Direction {
         true
     }
 
+    /// [`handle_rtp`](Self::handle_rtp) on a transcoding direction: audio is transcoded into
+    /// the [`poll_transcoded`](Self::poll_transcoded) queue, telephone-events are rescaled to
+    /// the outbound clock in place (or decoded into digits), CN is dropped. Outbound sequence
+    /// numbers are taken as packets leave: one inbound packet may give none, one or several.
+    fn handle_transcoded(&mut self, now: Instant, pkt: &mut [u8], p: &Rtp) -> bool {
+        let suppress = self.suppressing(now);
+        let here = self.out.ts_at(now);
+        let Some(t) = self.transcoder.as_mut() else {
+            return false;
+        };
+        if let Some(last) = t.last_seq {
+            let ahead = p.seq.wrapping_sub(last);
+            if ahead > MAX_DROPOUT && ahead <= u16::MAX - MAX_MISORDER {
+                // RFC 3550 §A.1: a jump this far is the source restarting (same SSRC, new
+                // seq and timestamps), not loss or reordering: follow it like a new source.
+                t.follow_source(here);
+            } else if !seq_after(p.seq, last) {
+                // Its moment has passed (the decoder concealed it, the encoder moved on),
+                // and sending it now would put the outbound sequence out of order.
+                self.counters.late += 1;
+                return false;
+            }
+        }
+        let prev_seq = t.last_seq.replace(p.seq);
+        let ts = t.ts_map.map(p.ts);
+        if p.pt == self.in_audio {
+            if suppress {
+                // RFC 4733 §2.5.1.2: no audio while an injected event plays.
+                self.counters.suppressed += 1;
+            } else {
+                let payload = pkt.get(p.payload.0..p.payload.1).unwrap_or_default();
+                self.transcode_audio(now, p, prev_seq, ts, payload);
+            }
+            return false;
+        }
+        match self.events {
+            EventRoute::Remap { from, to } if p.pt == from => {
+                if suppress {
+                    // Our injected digit owns the event timeline toward the peer now.
+                    self.counters.dropped_events += 1;
+                    return false;
+                }
+                // RFC 4733 §2.3: timestamp and duration count the event's clock, which is
+                // the audio's (8 kHz for G.711, 48 kHz for Opus, RFC 7587 §4.1).
+                if let Some(payload) = pkt.get_mut(p.payload.0..p.payload.1) {
+                    t.rescale_event(payload);
+                }
+                self.out.max_seq = self.out.max_seq.wrapping_add(1);
+                write_header(pkt, p.marker, to, self.out.max_seq, ts, self.out.ssrc);
+                true
+            }
+            EventRoute::Decode { from } if p.pt == from => {
+                self.counters.dropped_events += 1;
+                let payload = pkt.get(p.payload.0..p.payload.1).unwrap_or_default();
+                if let Some(r) = &mut self.receiver {
+                    // A malformed payload is not a digit; it is dropped all the same.
+                    let _ = r.handle_packet(now, p.ts, p.marker, payload);
+                }
+                self.finish_receiver(now);
+                false
+            }
+            _ => {
+                if self.cn.is_some_and(|(cn, _)| cn == p.pt) {
+                    self.counters.dropped_cn += 1;
+                } else {
+                    self.counters.dropped += 1;
+                }
+                false
+            }
+        }
+    }
+
+    /// Transcodes one inbound audio payload whose timestamp maps to `ts` on the outbound
+    /// clock; `prev_seq` is the inbound sequence number taken before it.
+    fn transcode_audio(
+        &mut self,
+        now: Instant,
+        p: &Rtp,
+        prev_seq: Option<u16>,
+        ts: u32,
+        payload: &[u8],
+    ) {
+        let Some(t) = self.transcoder.as_mut() else {
+            return;
+        };
+        if matches!(t.coder, Coder::None) {
+            // The codec's timeline starts at this packet's place on the outbound one, which
+            // events of the same source share through `ts_map`.
+            let built = match t.coding {
+                Coding::ToOpus(law) => {
+                    G711ToOpus::new(law, &TranscoderConfig::default(), ts).map(Coder::Encode)
+                }
+                Coding::FromOpus(law) => OpusToG711::new(law, ts).map(Coder::Decode),
+            };
+            match built {
+                Ok(c) => t.coder = c,
+                Err(_) => {
+                    self.counters.codec_errors += 1;
+                    return;
+                }
+            }
+        }
+        let mut out = Emitter {
+            out: &mut self.out,
+            sender: &mut self.sender,
+            queue: &mut t.queue,
+            now,
+            pt: self.out_audio,
+        };
+        match &mut t.coder {
+            Coder::None => {}
+            Coder::Encode(e) => match e.transcode(p.ts, payload) {
+                Ok(packets) => {
+                    self.counters.transcoded += 1;
+                    for (i, q) in packets.iter().enumerate() {
+                        out.audio(q.marker || (i == 0 && p.marker), q.timestamp, &q.payload);
+                    }
+                }
+                Err(_) => self.counters.codec_errors += 1,
+            },
+            Coder::Decode(d) => {
+                // A gap in sequence numbers is loss (RFC 3550 §A.1); a gap in timestamps
+                // with consecutive sequence numbers is the peer's DTX pause (RFC 7587 §3.1.3),
+                // which stays silence.
+                let lost = prev_seq.is_some_and(|prev| p.seq.wrapping_sub(prev) > 1);
+                if lost && let Some(expected) = d.expected_timestamp() {
+                    let gap = p.ts.wrapping_sub(expected);
+                    let ticks = gap.min(MAX_CONCEAL) / CONCEAL_UNIT * CONCEAL_UNIT;
+                    // A gap "backwards" is an overlap, not a loss.
+                    if gap < 0x8000_0000 && ticks > 0 {
+                        // The packet at hand may carry FEC for the end of the gap.
+                        match d.conceal(expected, ticks, Some(payload)) {
+                            Ok(c) => {
+                                self.counters.concealed += 1;
+                                out.g711(false, c.timestamp, &c.payload);
+                            }
+                            Err(_) => self.counters.codec_errors += 1,
+                        }
+                    }
+                }
+                match d.transcode(p.ts, payload) {
+                    Ok(g) => {
+                        self.counters.transcoded += 1;
+                        out.g711(p.marker, g.timestamp, &g.payload);
+                    }
+                    Err(_) => {
+                        self.counters.codec_errors += 1;
+                        // Not taken: the next packet sees it as lost and conceals its time.
+                        t.last_seq = prev_seq;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next transcoded packet for the outbound peer, as a complete RTP packet; drain
+    /// after each [`handle_rtp`](Self::handle_rtp).
+    pub fn poll_transcoded(&mut self) -> Option<Vec<u8>> {
+        self.transcoder.as_mut()?.queue.pop_front()
+    }
+
     /// Queues a digit toward the outbound peer as RFC 4733 events.
     pub fn handle_digit(
         &mut self,
@@ -623,6 +923,58 @@ impl Direction {
         match (r, s) {
             (Some(r), Some(s)) => Some(r.min(s)),
             (r, s) => r.or(s),
+        }
+    }
+}
+
+/// Transcoded packets waiting beyond this are dropped, oldest first: the relay drains the
+/// queue after every packet, so only a caller that does not can fill it.
+const MAX_QUEUED: usize = 32;
+
+/// Puts transcoded audio on the outbound stream: the next sequence numbers, and the audio
+/// clock that injected events start on.
+struct Emitter<'a> {
+    out: &'a mut OutStream,
+    sender: &'a mut Option<(DtmfSender, u8)>,
+    queue: &'a mut VecDeque<Vec<u8>>,
+    now: Instant,
+    pt: u8,
+}
+
+impl Emitter<'_> {
+    fn audio(&mut self, marker: bool, ts: u32, payload: &[u8]) {
+        self.out.max_seq = self.out.max_seq.wrapping_add(1);
+        let mut pkt = Vec::with_capacity(12 + payload.len());
+        // Version 2, no padding, extension or CSRCs; the header is filled in below.
+        pkt.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        pkt.extend_from_slice(payload);
+        write_header(
+            &mut pkt,
+            marker,
+            self.pt,
+            self.out.max_seq,
+            ts,
+            self.out.ssrc,
+        );
+        if self.queue.len() >= MAX_QUEUED {
+            self.queue.pop_front();
+        }
+        self.queue.push_back(pkt);
+        self.out.audio_sent(self.now, ts);
+        if let Some((s, _)) = self.sender
+            && !s.is_idle()
+        {
+            // A digit queued behind another one starts on this clock.
+            s.handle_media_clock(self.now, ts);
+        }
+    }
+
+    /// G.711 starting at `ts`, in packets of [`G711_PACKET`] samples (one byte each).
+    fn g711(&mut self, marker: bool, ts: u32, payload: &[u8]) {
+        let mut at = ts;
+        for (i, chunk) in payload.chunks(G711_PACKET).enumerate() {
+            self.audio(marker && i == 0, at, chunk);
+            at = at.wrapping_add(chunk.len() as u32);
         }
     }
 }
@@ -698,15 +1050,25 @@ mod tests {
     }
 
     #[test]
-    fn pairs_refused_for_other_codecs_and_clashing_payload_types() {
+    fn pairs_refused_for_untranslated_codecs_and_clashing_payload_types() {
         let opus = LegMedia::new(
             111,
             Codec::new("opus", 48000).unwrap(),
             DtmfMode::Rfc4733 { pt: 101 },
         );
         let a = pcmu(0, DtmfMode::Info, None);
+        assert!(check_pair(&a, &opus).is_ok(), "g711 ⇄ opus: transcoded");
+        assert!(check_pair(&opus, &a).is_ok());
+        let g722 = LegMedia::new(9, Codec::new("G722", 8000).unwrap(), DtmfMode::Info);
+        let opus16 = LegMedia::new(111, Codec::new("opus", 16000).unwrap(), DtmfMode::Info);
+        for other in [g722, opus16] {
+            assert!(matches!(
+                check_pair(&a, &other),
+                Err(Error::UnsupportedCodecs { .. })
+            ));
+        }
         assert!(matches!(
-            check_pair(&a, &opus),
+            check_pair(&g722, &opus),
             Err(Error::UnsupportedCodecs { .. })
         ));
         assert!(check_pair(&opus, &opus).is_ok(), "same codec: remap only");
@@ -912,5 +1274,261 @@ mod tests {
             })
         ));
         assert_eq!(d.counters.digits_in, 2);
+    }
+
+    fn opus(pt: u8, dtmf: DtmfMode) -> LegMedia {
+        LegMedia::new(pt, Codec::OPUS, dtmf)
+    }
+
+    /// µ-law of a 1 kHz sine at 8 kHz, samples `from..from + n`.
+    fn tone(from: usize, n: usize) -> Vec<u8> {
+        (from..from + n)
+            .map(|i| {
+                let x = 8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 8000.0).sin();
+                g711::linear_to_ulaw(x as i16)
+            })
+            .collect()
+    }
+
+    fn drain(d: &mut Direction) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| d.poll_transcoded()).collect()
+    }
+
+    #[test]
+    fn g711_to_opus_takes_its_own_seqs_and_a_48_khz_timeline() {
+        let t0 = Instant::now();
+        let mut d = pair(pcmu(0, DtmfMode::Info, None), opus(111, DtmfMode::Info), t0);
+        let mut out = Vec::new();
+        // 20 ms packets, then 30 ms ones (20 + 10 ms of Opus each), then 10 ms ones.
+        let mut ts = 4_000u32;
+        let mut at = 0usize;
+        for (i, len) in [160usize, 160, 160, 240, 240, 80, 80]
+            .into_iter()
+            .enumerate()
+        {
+            let mut p = rtp(0, 100 + i as u16, ts, 9, &tone(at, len));
+            assert!(!d.handle_rtp(t0 + ms(20 * i as u64), &mut p), "queued");
+            out.extend(drain(&mut d));
+            ts += len as u32;
+            at += len;
+        }
+        let durations = [960u32, 960, 960, 960, 480, 960, 480, 480, 480];
+        assert_eq!(out.len(), durations.len());
+        let first = hdr(&out[0]);
+        let mut want_ts = first.2;
+        for (k, p) in out.iter().enumerate() {
+            let h = hdr(p);
+            assert_eq!(h.0, 111, "payload type remapped");
+            assert_eq!(h.1, first.1.wrapping_add(k as u16), "seq continuous");
+            assert_eq!(h.2, want_ts, "packet {k}");
+            assert_eq!(h.3, first.3);
+            assert!(
+                p.len() > 13 && p.len() < 12 + 120,
+                "an opus packet, {} bytes",
+                p.len()
+            );
+            want_ts = want_ts.wrapping_add(durations[k]);
+        }
+        assert_eq!(d.counters.transcoded, 7);
+        // A payload that is not whole 10 ms is refused and the stream goes on.
+        let mut bad = rtp(0, 107, ts, 9, &[0xff; 100]);
+        assert!(!d.handle_rtp(t0 + ms(140), &mut bad));
+        assert!(drain(&mut d).is_empty());
+        assert_eq!(d.counters.codec_errors, 1);
+        let mut p = rtp(0, 108, ts, 9, &tone(0, 160));
+        d.handle_rtp(t0 + ms(160), &mut p);
+        let after_bad = drain(&mut d);
+        assert_eq!(after_bad.len(), 1);
+        let after_bad = hdr(&after_bad[0]);
+        assert_eq!(after_bad.1, hdr(&out[8]).1.wrapping_add(1));
+        // A late packet is not sent: its time has passed.
+        let mut late = rtp(0, 106, ts - 80, 9, &tone(0, 80));
+        assert!(!d.handle_rtp(t0 + ms(170), &mut late));
+        assert!(drain(&mut d).is_empty());
+        assert_eq!(d.counters.late, 1);
+        // The source restarts on the same SSRC far back in seq and time (RFC 3550 §A.1): it
+        // is followed, and its audio continues the outbound stream 20 ms on.
+        let mut p = rtp(0, 50_000, 3, 9, &tone(160, 160));
+        d.handle_rtp(t0 + ms(180), &mut p);
+        let restarted = drain(&mut d);
+        assert_eq!(restarted.len(), 1, "not taken for late");
+        let restarted = hdr(&restarted[0]);
+        assert_eq!(restarted.1, after_bad.1.wrapping_add(1));
+        assert_eq!(restarted.2.wrapping_sub(after_bad.2), 960);
+        assert_eq!(d.counters.late, 1);
+    }
+
+    /// The Opus packets of `n` 20 ms frames of the 1 kHz tone, as `media-codec` encodes them.
+    fn opus_frames(n: usize) -> Vec<Vec<u8>> {
+        let mut e = G711ToOpus::new(G711Law::Ulaw, &TranscoderConfig::default(), 0).unwrap();
+        (0..n)
+            .map(|k| {
+                let mut p = e.transcode(160 * k as u32, &tone(160 * k, 160)).unwrap();
+                p.remove(0).payload
+            })
+            .collect()
+    }
+
+    #[test]
+    fn opus_to_g711_conceals_lost_and_corrupt_packets_and_keeps_dtx_pauses() {
+        let t0 = Instant::now();
+        let mut d = pair(opus(111, DtmfMode::Info), pcmu(0, DtmfMode::Info, None), t0);
+        let frames = opus_frames(12);
+        let mut out = Vec::new();
+        let mut send = |d: &mut Direction, k: usize, seq: u16, payload: &[u8]| {
+            let mut p = rtp(111, seq, 90_000 + 960 * k as u32, 3, payload);
+            assert!(!d.handle_rtp(t0 + ms(20 * k as u64), &mut p));
+            let got = drain(d);
+            out.extend(got.iter().map(|p| (hdr(p), p.len() - 12)));
+            got.len()
+        };
+        for (k, frame) in frames.iter().enumerate().take(3) {
+            assert_eq!(send(&mut d, k, 10 + k as u16, frame), 1);
+        }
+        // Frames 3 and 4 are lost: frame 5 brings 40 ms of concealment before it.
+        assert_eq!(send(&mut d, 5, 15, &frames[5]), 3);
+        assert_eq!(d.counters.concealed, 1);
+        // Frame 6 is corrupt: refused, then concealed when frame 7 comes.
+        assert_eq!(send(&mut d, 6, 16, &[0x03]), 0);
+        assert_eq!(d.counters.codec_errors, 1);
+        assert_eq!(send(&mut d, 7, 17, &frames[7]), 2);
+        assert_eq!(d.counters.concealed, 2);
+        // Frame 8 was never sent (DTX): consecutive seqs, a timestamp gap, no concealment.
+        assert_eq!(send(&mut d, 9, 18, &frames[9]), 1);
+        // An empty payload stands for one frame of the peer's size.
+        assert_eq!(send(&mut d, 10, 19, &[]), 1);
+        // A long gap is concealed for 120 ms only: 6 packets, then the frame.
+        assert_eq!(send(&mut d, 20, 30, &frames[11]), 7);
+        assert_eq!(d.counters.concealed, 3);
+        assert_eq!(d.counters.transcoded, 8);
+        let first = out[0].0;
+        for (k, (h, len)) in out.iter().enumerate() {
+            assert_eq!(h.0, 0);
+            assert_eq!(h.1, first.1.wrapping_add(k as u16), "seq continuous");
+            assert_eq!(*len, 160, "20 ms of G.711 per packet");
+        }
+        // Every output packet sits at its frame's place on the 8 kHz timeline: 0, 1, 2, the
+        // concealed 3 and 4, 5, concealed 6, 7, a DTX gap at 8, 9, 10, then 11–16 concealed
+        // and a gap up to 20.
+        let places: Vec<u32> = out
+            .iter()
+            .map(|(h, _)| h.2.wrapping_sub(first.2) / 160)
+            .collect();
+        assert_eq!(
+            places,
+            [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 20]
+        );
+    }
+
+    #[test]
+    fn telephone_events_are_rescaled_between_8_and_48_khz() {
+        let t0 = Instant::now();
+        let te = |end, duration| {
+            TelephoneEvent {
+                event: 5,
+                end,
+                volume: 10,
+                duration,
+            }
+            .encode()
+        };
+        // G.711 → Opus: an event 40 ms after the first audio packet, 20 ms long.
+        let mut d = pair(
+            pcmu(0, DtmfMode::Rfc4733 { pt: 101 }, Some(13)),
+            opus(111, DtmfMode::Rfc4733 { pt: 110 }),
+            t0,
+        );
+        let mut a = rtp(0, 1, 1_000, 4, &tone(0, 160));
+        d.handle_rtp(t0, &mut a);
+        let audio = hdr(&drain(&mut d)[0]);
+        let mut e = rtp(101, 2, 1_320, 4, &te(false, 160));
+        assert!(d.handle_rtp(t0 + ms(40), &mut e), "forwarded in place");
+        let h = hdr(&e);
+        assert_eq!(
+            (h.0, h.1, h.2.wrapping_sub(audio.2)),
+            (110, audio.1 + 1, 1_920)
+        );
+        assert_eq!(TelephoneEvent::decode(&e[12..]).unwrap().duration, 960);
+        // Long events saturate rather than wrap.
+        let mut e = rtp(101, 3, 1_320, 4, &te(true, 20_000));
+        d.handle_rtp(t0 + ms(60), &mut e);
+        assert_eq!(TelephoneEvent::decode(&e[12..]).unwrap().duration, u16::MAX);
+        // Opus has no CN.
+        let mut cn = rtp(13, 4, 1_480, 4, &[40]);
+        assert!(!d.handle_rtp(t0 + ms(80), &mut cn));
+        assert_eq!(d.counters.dropped_cn, 1);
+
+        // Opus → G.711: ÷6.
+        let mut d = pair(
+            opus(111, DtmfMode::Rfc4733 { pt: 110 }),
+            pcmu(0, DtmfMode::Rfc4733 { pt: 101 }, None),
+            t0,
+        );
+        let mut a = rtp(111, 1, 48_000, 4, &opus_frames(1)[0]);
+        d.handle_rtp(t0, &mut a);
+        let audio = hdr(&drain(&mut d)[0]);
+        let mut e = rtp(110, 2, 48_000 + 1_920, 4, &te(false, 960));
+        assert!(d.handle_rtp(t0 + ms(40), &mut e));
+        let h = hdr(&e);
+        assert_eq!((h.0, h.2.wrapping_sub(audio.2)), (101, 320));
+        assert_eq!(TelephoneEvent::decode(&e[12..]).unwrap().duration, 160);
+
+        // Opus → an INFO leg: the events decode on the 48 kHz clock.
+        let mut d = pair(
+            opus(111, DtmfMode::Rfc4733 { pt: 110 }),
+            pcmu(0, DtmfMode::Info, None),
+            t0,
+        );
+        for (i, (end, dur)) in [(false, 960), (false, 1_920), (true, 2_880)]
+            .iter()
+            .enumerate()
+        {
+            let mut e = rtp(110, i as u16, 7_000, 4, &te(*end, *dur));
+            assert!(!d.handle_rtp(t0 + ms(20 * i as u64), &mut e));
+        }
+        assert_eq!(
+            d.poll_event(),
+            Some(BridgeEvent::Digit {
+                from_leg_b: false,
+                digit: '5',
+                duration_ms: 60
+            })
+        );
+    }
+
+    #[test]
+    fn arbitrary_packets_on_transcoding_paths_never_panic() {
+        let t0 = Instant::now();
+        let mut rng = Seeds::new(99);
+        let g = pcmu(0, DtmfMode::Rfc4733 { pt: 101 }, Some(13));
+        let o = opus(111, DtmfMode::Rfc4733 { pt: 110 });
+        for (from, to) in [(g, o), (o, g)] {
+            let mut d = pair(from, to, t0);
+            for i in 0..3_000u64 {
+                let r = rng.next_u64();
+                let pt = [0, 101, 13, 111, 110, 96][(r % 6) as usize];
+                // Mostly in-order seqs, some jumps; payloads of any length and content.
+                let seq = if r & 0x100 == 0 {
+                    i as u16
+                } else {
+                    (r >> 16) as u16
+                };
+                let len = ((r >> 32) % 400) as usize;
+                let payload: Vec<u8> = (0..len)
+                    .map(|k| (rng.next_u64() >> (k % 56)) as u8)
+                    .collect();
+                let mut p = rtp(pt, seq, (r >> 40) as u32, 5, &payload);
+                if r & 0x200 != 0 {
+                    p[0] |= 0x20; // padding bit with whatever the last byte says
+                }
+                let now = t0 + ms(20 * i);
+                d.handle_rtp(now, &mut p);
+                drain(&mut d);
+                d.handle_timeout(now);
+                while d.poll_transmit(now).is_some() {}
+                while d.poll_event().is_some() {}
+            }
+            assert!(d.counters.codec_errors + d.counters.dropped > 0);
+        }
     }
 }

@@ -533,13 +533,14 @@ async fn comfort_noise_passes_remapped_to_a_cn_leg_and_is_dropped_toward_one_wit
 #[tokio::test]
 async fn unsupported_pairs_and_misuse_are_refused_at_start_and_per_call() {
     let alloc = PortAllocator::new(LO, range(6));
-    let opus = Codec::new("opus", 48000).unwrap();
     let cfg = |m| LegConfig {
         media: m,
         ..LegConfig::default()
     };
     let pcmu = media(0, Codec::PCMU, DtmfMode::Rfc4733 { pt: 101 }, None);
-    let opus_leg = media(111, opus, DtmfMode::Rfc4733 { pt: 101 }, None);
+    // Opus at a clock other than RFC 7587's 48 kHz is not Opus as RTP carries it.
+    let opus16 = Codec::new("opus", 16000).unwrap();
+    let opus_leg = media(111, opus16, DtmfMode::Rfc4733 { pt: 101 }, None);
     let err = Bridge::start(
         alloc.allocate().unwrap(),
         cfg(Some(pcmu)),
@@ -549,12 +550,13 @@ async fn unsupported_pairs_and_misuse_are_refused_at_start_and_per_call() {
     )
     .unwrap_err();
     assert!(
-        matches!(err, media_relay::Error::UnsupportedCodecs { a, b } if a == Codec::PCMU && b == opus)
+        matches!(err, media_relay::Error::UnsupportedCodecs { a, b } if a == Codec::PCMU && b == opus16)
     );
     assert_eq!(
         err.to_string(),
-        "cannot bridge PCMU/8000 to OPUS/48000: only pcmu and pcma are converted into each other"
+        "cannot bridge PCMU/8000 to OPUS/16000: only pcmu, pcma and opus/48000 are converted"
     );
+    assert_eq!(Codec::new("opus", 48000).unwrap(), Codec::OPUS);
     let err = Bridge::start(
         alloc.allocate().unwrap(),
         cfg(Some(pcmu)),
@@ -599,4 +601,114 @@ async fn unsupported_pairs_and_misuse_are_refused_at_start_and_per_call() {
     ));
     b.send_digit(false, '1', None).await.unwrap();
     assert_eq!(b.stats().await.unwrap().a.digits_out, 1);
+}
+
+/// Share of the energy of 8 kHz `x` at `hz` (Goertzel over the whole slice; a pure tone's
+/// power is energy · N / 2).
+fn tone_share(x: &[i16], hz: f64) -> f64 {
+    let c = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    let (mut s1, mut s2, mut energy) = (0f64, 0f64, 0f64);
+    for &v in x {
+        let v = f64::from(v);
+        energy += v * v;
+        let s0 = v + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64 * energy).max(1.0)
+}
+
+fn sine(hz: f64, rate: f64, from: usize, n: usize) -> impl Iterator<Item = i16> {
+    (from..from + n)
+        .map(move |i| (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / rate).sin()) as i16)
+}
+
+/// G.711 leg A ⇄ Opus leg B. A's 1 kHz PCMU tone reaches B as Opus on B's own 48 kHz
+/// timeline, which libopus decodes back to the tone; B's Opus, from a fullband 48 kHz encoder
+/// like a browser's, reaches A as 20 ms PCMU packets of the tone; a corrupt Opus packet is
+/// counted, concealed and does not stop the stream.
+#[tokio::test]
+async fn pcmu_and_opus_are_transcoded_both_ways() {
+    let s = Setup::new(
+        7,
+        media(0, Codec::PCMU, DtmfMode::Info, None),
+        media(111, Codec::OPUS, DtmfMode::Info, None),
+    )
+    .await;
+    let mut decoder = media_codec::OpusToG711::new(media_codec::G711Law::Ulaw, 0).unwrap();
+    let mut heard_b = Vec::new();
+    let mut got = Vec::new();
+    for i in 0..50u16 {
+        let pcm: Vec<u8> = sine(1000.0, 8000.0, 160 * usize::from(i), 160)
+            .map(g711::linear_to_ulaw)
+            .collect();
+        s.a_sends(&Rtp::new(0, 300 + i, 160 * u32::from(i), &pcm))
+            .await;
+        let p = recv(&s.peer_b).await;
+        assert_eq!(p.pt, 111, "opus's payload type toward B");
+        let out = decoder.transcode(p.ts, &p.payload).unwrap();
+        heard_b.extend(out.payload.iter().map(|&u| g711::ulaw_to_linear(u)));
+        got.push(p);
+    }
+    assert_one_continuous_stream(&got);
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(
+            p.ts.wrapping_sub(got[0].ts),
+            960 * i as u32,
+            "20 ms at 48 kHz"
+        );
+    }
+    // The first 200 ms are the codec settling in.
+    let share = tone_share(&heard_b[1600..], 1000.0);
+    assert!(share > 0.8, "1 kHz holds {share:.2} of what B decoded");
+
+    let encoder = audiopus::coder::Encoder::new(
+        audiopus::SampleRate::Hz48000,
+        audiopus::Channels::Mono,
+        audiopus::Application::Voip,
+    )
+    .unwrap();
+    let mut heard_a = Vec::new();
+    let mut back = Vec::new();
+    let mut buf = [0u8; 1500];
+    for i in 0..50u16 {
+        let pcm: Vec<i16> = sine(1000.0, 48_000.0, 960 * usize::from(i), 960).collect();
+        let n = encoder.encode(&pcm, &mut buf).unwrap();
+        // Packet 25 is mangled on the way: a code 3 TOC without its frame count byte.
+        let payload: &[u8] = if i == 25 { &[0x03] } else { &buf[..n] };
+        s.b_sends(&Rtp::new(
+            111,
+            7 + i,
+            48_000 * 5 + 960 * u32::from(i),
+            payload,
+        ))
+        .await;
+        // Nothing for the corrupt packet; its 20 ms are concealed when the next one comes.
+        let expect = match i {
+            25 => 0,
+            26 => 2,
+            _ => 1,
+        };
+        for _ in 0..expect {
+            let p = recv(&s.peer_a).await;
+            assert_eq!((p.pt, p.payload.len()), (0, 160), "20 ms of PCMU toward A");
+            heard_a.extend(p.payload.iter().map(|&u| g711::ulaw_to_linear(u)));
+            back.push(p);
+        }
+    }
+    assert_one_continuous_stream(&back);
+    for (i, p) in back.iter().enumerate() {
+        assert_eq!(
+            p.ts.wrapping_sub(back[0].ts),
+            160 * i as u32,
+            "20 ms at 8 kHz"
+        );
+    }
+    let share = tone_share(&heard_a[1600..], 1000.0);
+    assert!(share > 0.8, "1 kHz holds {share:.2} of what A heard");
+    let st = s
+        .stats_when(|st| st.a.transcoded == 50 && st.b.transcoded == 49)
+        .await;
+    assert_eq!((st.b.codec_errors, st.b.concealed), (1, 1), "{st:?}");
+    assert_eq!((st.a.codec_errors, st.a.dropped, st.b.dropped), (0, 0, 0));
 }

@@ -122,7 +122,8 @@ pub enum LayerOutput<M> {
     /// A response that matched no client transaction (RFC 3261 §17.1.3: a UA drops it; a
     /// 2xx retransmission for an INVITE may still matter to the dialog).
     StrayResponse(M),
-    /// Timer B/F (client: act as if a 408 arrived) or H (server: no ACK came).
+    /// Timer B/F (client: act as if a 408 arrived), H (server: no ACK came) or Guard
+    /// (INVITE server: the TU never sent a final response).
     Timeout(TxnId, Timer),
     Terminated(TxnId),
 }
@@ -220,6 +221,18 @@ impl<M: TxnMessage> TxnLayer<M> {
             // An ACK (of a 2xx) has no transaction: it is just sent (RFC 3261 §17.1.1.3).
             self.out.push_back(LayerOutput::Transmit(id, request));
             return Ok(id);
+        }
+        if method == "CANCEL" {
+            // RFC 3261 §9.1: the CANCEL bounds the life of the INVITE it cancels (same branch).
+            let target = ClientKey {
+                branch: branch.clone(),
+                method: "INVITE".into(),
+            };
+            if let Some(inv) = self.client_keys.get(&target)
+                && let Some(Txn::Ict(t)) = self.txns.get_mut(inv)
+            {
+                t.handle_cancel_sent(now);
+            }
         }
         let key = ClientKey {
             branch,

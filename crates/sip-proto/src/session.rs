@@ -362,6 +362,9 @@ pub struct InviteSession {
     // 2xx and ACK
     pending_2xx: Option<Retransmit>,
     last_ack: Option<(u32, String, Request)>,
+    /// The ACK of the initial 2xx, kept after re-INVITEs replace `last_ack`: a late
+    /// retransmission of that 2xx is acknowledged again, never answered with a BYE.
+    initial_ack: Option<(u32, String, Request)>,
     ack_waits_answer: Option<u32>,
     bye_after_ack: bool,
     got_1xx: bool,
@@ -412,6 +415,7 @@ impl InviteSession {
             prack_waits_answer: None,
             pending_2xx: None,
             last_ack: None,
+            initial_ack: None,
             ack_waits_answer: None,
             bye_after_ack: false,
             got_1xx: false,
@@ -1085,9 +1089,10 @@ impl InviteSession {
         let status = resp.status();
         let to_tag = h.to().ok().and_then(|t| t.tag).unwrap_or_default();
         if method == Method::Invite && (200..300).contains(&status) {
-            if let Some((s, tag, ack)) = &self.last_ack
-                && *s == seq
-                && *tag == to_tag
+            if let Some((_, _, ack)) = [&self.last_ack, &self.initial_ack]
+                .into_iter()
+                .flatten()
+                .find(|(s, tag, _)| *s == seq && *tag == to_tag)
             {
                 // A retransmitted 2xx: our ACK was lost (RFC 3261 §13.2.2.4).
                 self.out.push_back(Action::SendAck(ack.clone()));
@@ -1711,6 +1716,10 @@ impl InviteSession {
         }
         match session_expires(resp.headers()) {
             Some((se, r)) => {
+                // The peer's value is not trusted: 1 s would make us refresh in a loop, 0
+                // BYE at once, a huge one switch the timer off (RFC 4028 §7.4 forbids a 2xx
+                // below our Min-SE; we take the Min-SE rather than fail the call).
+                let se = clamp_interval(se, self.cfg.min_se);
                 let refresher = if r.as_deref() == Some("uas") {
                     Refresher::Remote
                 } else {
@@ -1912,6 +1921,9 @@ impl InviteSession {
             self.local_sdp = Some(b);
         }
         let tag = d.id.remote_tag.clone();
+        if seq == self.invite_seq && self.role == Role::Uac {
+            self.initial_ack = Some((seq, tag.clone(), ack.clone()));
+        }
         self.last_ack = Some((seq, tag, ack.clone()));
         self.out.push_back(Action::SendAck(ack));
         Ok(())
@@ -2093,6 +2105,15 @@ fn push_timer(
     Ok(())
 }
 
+/// Longest session interval we accept from a peer: a day. Beyond, the timer might as well
+/// be off, and a dead peer would hold the call that long.
+const MAX_SESSION_EXPIRES: u32 = 86_400;
+
+/// A received session interval within [`min_se`, a day].
+fn clamp_interval(se: u32, min_se: u32) -> u32 {
+    se.max(min_se).min(MAX_SESSION_EXPIRES)
+}
+
 /// RFC 4028 §9, UAS side: the interval and refresher for our 2xx, `None` when we run no
 /// timer, or `Err(min_se)` for a 422.
 fn negotiate(cfg: &SessionConfig, h: &Headers) -> Result<Option<(u32, Refresher)>, u32> {
@@ -2100,9 +2121,11 @@ fn negotiate(cfg: &SessionConfig, h: &Headers) -> Result<Option<(u32, Refresher)
         return Ok(None);
     };
     let peer_timer = caps(h).timer;
+    // A peer's huge Min-SE would otherwise switch the timer off.
     let floor = cfg
         .min_se
-        .max(h.get("Min-SE").and_then(leading_u32).unwrap_or(0));
+        .max(h.get("Min-SE").and_then(leading_u32).unwrap_or(0))
+        .min(MAX_SESSION_EXPIRES);
     let Some((se, param)) = session_expires(h) else {
         // §9: the UAS may start a timer the UAC did not ask for.
         let r = if peer_timer {
@@ -2117,7 +2140,7 @@ fn negotiate(cfg: &SessionConfig, h: &Headers) -> Result<Option<(u32, Refresher)
     }
     // The UAS may lower the interval, never below Min-SE; a caller that cannot understand
     // 422 gets its too-small interval raised instead.
-    let interval = se.min(ours).max(floor);
+    let interval = clamp_interval(se.min(ours), floor);
     let refresher = match param.as_deref() {
         Some("uac") => Refresher::Remote,
         Some("uas") => Refresher::Local,
@@ -2215,6 +2238,11 @@ mod tests {
         // We may lower the interval, never below the request's Min-SE.
         let h = headers("Session-Expires: 7200\r\nMin-SE: 2000\r\nk: timer\r\n");
         assert_eq!(negotiate(&c, &h), Ok(Some((2000, Refresher::Remote))));
+        // Received intervals stay within [Min-SE, a day], whatever the peer asks.
+        let h = headers("Session-Expires: 4000000000\r\nMin-SE: 4000000000\r\n");
+        assert_eq!(negotiate(&c, &h), Ok(Some((86_400, Refresher::Local))));
+        let h = headers("Session-Expires: 0\r\n");
+        assert_eq!(negotiate(&c, &h), Ok(Some((90, Refresher::Local))));
         // No Session-Expires: we may still run our own timer.
         assert_eq!(
             negotiate(&c, &headers("")),

@@ -18,6 +18,11 @@ pub struct TimerConfig {
     pub t2: Duration,
     /// Maximum duration a message remains in the network, 5 s.
     pub t4: Duration,
+    /// How long an INVITE server transaction waits in Proceeding for the TU's final
+    /// response before it gives up and reports [`Timer::Guard`], 5 minutes. The TU is
+    /// expected to answer (or its no-answer logic to reject) long before; this only bounds
+    /// what a lost or buggy TU can leak.
+    pub invite_server_guard: Duration,
 }
 
 impl Default for TimerConfig {
@@ -26,6 +31,7 @@ impl Default for TimerConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
+            invite_server_guard: Duration::from_secs(300),
         }
     }
 }
@@ -45,6 +51,11 @@ pub enum Timer {
     K,
     L,
     M,
+    /// Not an RFC letter: the bound on a transaction that the RFC timers alone would keep
+    /// forever: an INVITE client transaction in Proceeding after its CANCEL (RFC 3261 §9.1,
+    /// 64·T1; reported as [`Timer::B`]), a server transaction whose TU never sends a final
+    /// response (non-INVITE: 64·T1, silent; INVITE: `invite_server_guard`, reported).
+    Guard,
 }
 
 /// What a transaction asks its owner to do.
@@ -212,6 +223,16 @@ impl<M: Clone> ClientInvite<M> {
         }
     }
 
+    /// The TU sent a CANCEL for this INVITE. RFC 3261 §9.1: if no final response arrives
+    /// within 64·T1 of the CANCEL, the transaction is destroyed; without this a callee that
+    /// sent a 1xx and then went silent would keep the transaction (Timer B stops on a 1xx)
+    /// for ever. Reported as Timer B so the TU treats it as a 408.
+    pub fn handle_cancel_sent(&mut self, now: Instant) {
+        if matches!(self.state, IctState::Calling | IctState::Proceeding) {
+            self.timers.set(Timer::Guard, now + 64 * self.cfg.t1);
+        }
+    }
+
     /// A transport error sending to the peer (RFC 3261 §17.1.1.2, §18.4).
     pub fn handle_transport_error(&mut self, _now: Instant) {
         if matches!(self.state, IctState::Calling | IctState::Proceeding) {
@@ -238,7 +259,8 @@ impl<M: Clone> ClientInvite<M> {
                     self.a_interval *= 2;
                     self.timers.set(Timer::A, now + self.a_interval);
                 }
-                (Timer::B, IctState::Calling) => {
+                (Timer::B, IctState::Calling)
+                | (Timer::Guard, IctState::Calling | IctState::Proceeding) => {
                     self.out.push_back(Output::Timeout(Timer::B));
                     self.terminate();
                 }
@@ -413,7 +435,7 @@ impl<M: Clone> ServerInvite<M> {
     /// A new INVITE arrived. `trying` is the 100 (Trying) to send: RFC 3261 §17.2.1 requires
     /// it unless the TU answers within 200 ms; sending it at once is always correct.
     pub fn new(
-        _now: Instant,
+        now: Instant,
         request: M,
         trying: Option<M>,
         rel: Reliability,
@@ -429,6 +451,8 @@ impl<M: Clone> ServerInvite<M> {
             out: VecDeque::new(),
         };
         t.out.push_back(Output::Deliver(request));
+        // Proceeding has no RFC timer: bound it so a TU that never answers cannot leak us.
+        t.timers.set(Timer::Guard, now + cfg.invite_server_guard);
         if let Some(tr) = trying {
             t.last_response = Some(tr.clone());
             t.out.push_back(Output::Transmit(tr));
@@ -453,6 +477,7 @@ impl<M: Clone> ServerInvite<M> {
                 // RFC 6026 §7.1: Accepted with Timer L; the TU retransmits the 2xx itself.
                 self.out.push_back(Output::Transmit(resp));
                 self.state = IstState::Accepted;
+                self.timers.cancel(Timer::Guard);
                 self.timers.set(Timer::L, now + 64 * self.cfg.t1);
                 Ok(())
             }
@@ -465,6 +490,7 @@ impl<M: Clone> ServerInvite<M> {
                 self.last_response = Some(resp.clone());
                 self.out.push_back(Output::Transmit(resp));
                 self.state = IstState::Completed;
+                self.timers.cancel(Timer::Guard);
                 if self.rel == Reliability::Unreliable {
                     self.timers.set(Timer::G, now + self.cfg.t1);
                 }
@@ -532,6 +558,11 @@ impl<M: Clone> ServerInvite<M> {
                     self.out.push_back(Output::Timeout(Timer::H));
                     self.terminate();
                 }
+                (Timer::Guard, IstState::Proceeding) => {
+                    // The TU never answered: tell it, so it can drop what it holds.
+                    self.out.push_back(Output::Timeout(Timer::Guard));
+                    self.terminate();
+                }
                 (Timer::I, IstState::Confirmed) | (Timer::L, IstState::Accepted) => {
                     self.terminate()
                 }
@@ -573,7 +604,7 @@ pub struct ServerNonInvite<M> {
 }
 
 impl<M: Clone> ServerNonInvite<M> {
-    pub fn new(_now: Instant, request: M, rel: Reliability, cfg: TimerConfig) -> Self {
+    pub fn new(now: Instant, request: M, rel: Reliability, cfg: TimerConfig) -> Self {
         let mut t = ServerNonInvite {
             state: NistState::Trying,
             cfg,
@@ -583,6 +614,9 @@ impl<M: Clone> ServerNonInvite<M> {
             out: VecDeque::new(),
         };
         t.out.push_back(Output::Deliver(request));
+        // RFC 3261 §17.1.2.2: the client gives up after Timer F (64·T1), so a request the TU
+        // never answers is dead by then; end silently rather than live for ever.
+        t.timers.set(Timer::Guard, now + 64 * cfg.t1);
         t
     }
 
@@ -603,6 +637,7 @@ impl<M: Clone> ServerNonInvite<M> {
                 self.state = NistState::Completed;
                 self.last_response = Some(resp.clone());
                 self.out.push_back(Output::Transmit(resp));
+                self.timers.cancel(Timer::Guard);
                 let j = match self.rel {
                     Reliability::Unreliable => 64 * self.cfg.t1,
                     Reliability::Reliable => Duration::ZERO,
@@ -638,8 +673,10 @@ impl<M: Clone> ServerNonInvite<M> {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         for t in self.timers.take_due(now) {
-            if (t, self.state) == (Timer::J, NistState::Completed) {
-                self.terminate();
+            match (t, self.state) {
+                (Timer::J, NistState::Completed)
+                | (Timer::Guard, NistState::Trying | NistState::Proceeding) => self.terminate(),
+                _ => {}
             }
         }
     }

@@ -222,6 +222,130 @@ fn timer_b_through_the_layer_and_no_transaction_leaks() {
     assert!(l.is_empty(), "terminated transactions are forgotten");
 }
 
+/// Runs the layer's timers to quiescence, returning every timeout and termination with
+/// its time since `t0`.
+fn run_timers(l: &mut TxnLayer<M>, t0: Instant) -> Vec<(LayerOutput<M>, Duration)> {
+    let mut seen = vec![];
+    while let Some(at) = l.poll_timeout() {
+        l.handle_timeout(at);
+        for o in drain(l) {
+            if matches!(o, LayerOutput::Timeout(..) | LayerOutput::Terminated(_)) {
+                seen.push((o, at - t0));
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn rfc3261_9_1_invite_cancelled_after_a_1xx_ends_64_t1_after_the_cancel() {
+    let t0 = Instant::now();
+    let mut l = TxnLayer::new(TimerConfig::default());
+    let inv = l.send_request(t0, req("INVITE", B1), UDP).unwrap();
+    l.handle_message(t0 + Duration::from_secs(1), resp(180, B1, "INVITE"), UDP)
+        .unwrap();
+    let _ = drain(&mut l);
+    // The CANCEL goes out at 10 s and is answered; the callee never sends the 487.
+    let t_cancel = t0 + Duration::from_secs(10);
+    let cancel = l.send_request(t_cancel, req("CANCEL", B1), UDP).unwrap();
+    l.handle_message(t_cancel, resp(200, B1, "CANCEL"), UDP)
+        .unwrap();
+    let _ = drain(&mut l);
+    let seen = run_timers(&mut l, t0);
+    let inv_end = Duration::from_secs(10 + 32);
+    assert!(
+        seen.contains(&(LayerOutput::Timeout(inv, Timer::B), inv_end)),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&(LayerOutput::Terminated(inv), inv_end)));
+    assert!(seen.contains(&(LayerOutput::Terminated(cancel), Duration::from_secs(15))));
+    assert!(l.is_empty(), "no transaction leaks");
+}
+
+#[test]
+fn cancel_guard_does_not_end_an_invite_that_got_its_final_response() {
+    let t0 = Instant::now();
+    let mut l = TxnLayer::new(TimerConfig::default());
+    let inv = l.send_request(t0, req("INVITE", B1), UDP).unwrap();
+    l.handle_message(t0, resp(180, B1, "INVITE"), UDP).unwrap();
+    let _ = l.send_request(t0, req("CANCEL", B1), UDP).unwrap();
+    l.handle_message(t0, resp(200, B1, "CANCEL"), UDP).unwrap();
+    l.handle_message(t0, resp(487, B1, "INVITE"), UDP).unwrap();
+    let _ = drain(&mut l);
+    let seen = run_timers(&mut l, t0);
+    assert!(
+        !seen
+            .iter()
+            .any(|(o, _)| matches!(o, LayerOutput::Timeout(..))),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&(LayerOutput::Terminated(inv), Duration::from_secs(32))));
+    assert!(l.is_empty());
+}
+
+#[test]
+fn rfc3261_17_2_2_unanswered_non_invite_server_transaction_ends_silently_after_64_t1() {
+    let t0 = Instant::now();
+    let mut l = TxnLayer::new(TimerConfig::default());
+    l.handle_message(t0, req("OPTIONS", B1), UDP).unwrap();
+    let id = match drain(&mut l).first() {
+        Some(LayerOutput::Request { txn, .. }) => *txn,
+        o => panic!("{o:?}"),
+    };
+    let seen = run_timers(&mut l, t0);
+    assert_eq!(
+        seen,
+        vec![(LayerOutput::Terminated(id), Duration::from_secs(32))]
+    );
+    assert!(l.is_empty());
+    // Answered in time, the guard does not cut Timer J short.
+    l.handle_message(t0, req("OPTIONS", "z9hG4bK-2"), UDP)
+        .unwrap();
+    let id = match drain(&mut l).first() {
+        Some(LayerOutput::Request { txn, .. }) => *txn,
+        o => panic!("{o:?}"),
+    };
+    let t1 = t0 + Duration::from_secs(20);
+    l.send_response(t1, id, resp(200, "z9hG4bK-2", "OPTIONS"))
+        .unwrap();
+    let _ = drain(&mut l);
+    assert_eq!(
+        run_timers(&mut l, t0),
+        vec![(LayerOutput::Terminated(id), Duration::from_secs(52))]
+    );
+}
+
+#[test]
+fn unanswered_invite_server_transaction_reports_its_guard_timeout() {
+    let t0 = Instant::now();
+    let cfg = TimerConfig {
+        invite_server_guard: Duration::from_secs(120),
+        ..TimerConfig::default()
+    };
+    let mut l = TxnLayer::new(cfg);
+    l.handle_message(t0, req("INVITE", B1), UDP).unwrap();
+    let id = match drain(&mut l).first() {
+        Some(LayerOutput::Request { txn, .. }) => *txn,
+        o => panic!("{o:?}"),
+    };
+    // A 180 keeps the transaction in Proceeding: still bounded.
+    l.send_response(t0, id, resp(180, B1, "INVITE")).unwrap();
+    let _ = drain(&mut l);
+    let at = Duration::from_secs(120);
+    assert_eq!(
+        run_timers(&mut l, t0),
+        vec![
+            (LayerOutput::Timeout(id, Timer::Guard), at),
+            (LayerOutput::Terminated(id), at)
+        ]
+    );
+    assert!(l.is_empty());
+    assert_eq!(
+        TimerConfig::default().invite_server_guard,
+        Duration::from_secs(300)
+    );
+}
+
 #[test]
 fn messages_without_the_needed_headers_are_refused() {
     let t0 = Instant::now();

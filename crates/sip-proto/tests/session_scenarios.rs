@@ -908,6 +908,36 @@ fn rfc3264_8_4_hold_and_resume_by_reinvite() {
 }
 
 #[test]
+fn rfc3261_13_2_2_4_late_initial_2xx_after_a_reinvite_is_acked_again_not_byed() {
+    let mut w = World::call(cfg_a(), cfg_b());
+    let initial = w
+        .log
+        .iter()
+        .find(|s| s.from == Side::B && resp(200, Method::Invite)(&s.msg))
+        .map(|s| s.msg.clone())
+        .unwrap();
+    w.act(Side::A, |s, now| {
+        s.reinvite(now, Some(sdp(2, 4000, "sendonly")))
+    });
+    w.settle();
+    w.act(Side::B, |s, now| s.answer(now, sdp(2, 5000, "recvonly")));
+    w.settle();
+    let acks = w.sent(Side::A, req(Method::Ack)).len();
+    // The initial 2xx arrives once more, late (a slow path, a proxy's retransmission).
+    let Message::Response(late) = initial else {
+        panic!("not a response")
+    };
+    w.act(Side::A, |s, now| {
+        s.handle_response(now, &late);
+        Ok(())
+    });
+    w.settle();
+    assert_eq!(w.sent(Side::A, req(Method::Ack)).len(), acks + 1);
+    assert!(w.sent(Side::A, req(Method::Bye)).is_empty());
+    assert!(w.ended(Side::A).is_none() && w.ended(Side::B).is_none());
+}
+
+#[test]
 fn rfc3261_14_1_reinvite_glare_491_then_backoff_retries() {
     let mut w = World::call(cfg_a(), cfg_b());
     w.a.auto_answer = Some(sdp(5, 4000, "sendrecv"));
@@ -1168,6 +1198,41 @@ fn rfc4028_refresh_by_reinvite_when_the_peer_lacks_update() {
         }
     )));
     assert_eq!(w.session(Side::B).state(), SessionState::Confirmed);
+}
+
+/// A 2xx's Session-Expires is clamped to [our Min-SE, a day]: 1 would refresh in a loop,
+/// 0 end the call at once, a huge value switch the timer off.
+#[test]
+fn rfc4028_session_expires_in_a_2xx_is_clamped() {
+    for (se, want) in [("1", 90), ("0", 90), ("4000000000", 86_400)] {
+        let (a, b) = timer_cfgs(90);
+        let mut w = World::new(a, b, invite(Some(offer())));
+        w.settle();
+        w.act(Side::B, |s, now| s.accept(now, Some(answer())));
+        let mut out = w.b.pump(w.now);
+        for m in &mut out {
+            if m.as_response().is_some_and(|r| r.status() == 200) {
+                m.headers_mut()
+                    .set("Session-Expires", &format!("{se};refresher=uac"))
+                    .unwrap();
+            }
+        }
+        w.send(Side::B, out);
+        w.settle();
+        assert_eq!(
+            w.session(Side::A).session_timer(),
+            Some((want, Refresher::Local)),
+            "Session-Expires: {se}"
+        );
+        let t = w.now - w.t0;
+        w.advance(secs(40));
+        assert!(w.sent(Side::A, req(Method::Update)).is_empty(), "{se}");
+        assert!(w.ended(Side::A).is_none(), "{se}");
+        if want == 90 {
+            w.advance(secs(10));
+            assert_eq!(w.sent(Side::A, req(Method::Update)), vec![t + secs(45)]);
+        }
+    }
 }
 
 #[test]

@@ -100,10 +100,15 @@ pub(crate) async fn accept_loop(
             let id = next_conn_id();
             let (wtx, wrx) = write_queue();
             match tls {
-                None => drive_stream(stream, peer, transport, id, wtx, wrx, &s).await,
+                None => {
+                    drive_stream(stream, peer, transport, id, wtx, wrx, &s, Origin::Inbound).await
+                }
                 Some(acc) => {
                     match tokio::time::timeout(s.setup_timeout, acc.accept(stream)).await {
-                        Ok(Ok(tls)) => drive_stream(tls, peer, transport, id, wtx, wrx, &s).await,
+                        Ok(Ok(tls)) => {
+                            drive_stream(tls, peer, transport, id, wtx, wrx, &s, Origin::Inbound)
+                                .await
+                        }
                         Ok(Err(e)) => debug!(%peer, error = %e, "tls handshake failed"),
                         Err(_) => debug!(%peer, "tls handshake timed out"),
                     }
@@ -144,13 +149,13 @@ pub(crate) async fn connect(
     match tls {
         None => {
             s.counters.connected.fetch_add(1, Ordering::Relaxed);
-            drive_stream(tcp, peer, transport, id, wtx, wrx, &s).await;
+            drive_stream(tcp, peer, transport, id, wtx, wrx, &s, Origin::Outbound).await;
         }
         Some((connector, name)) => {
             match tokio::time::timeout(s.setup_timeout, connector.connect(name, tcp)).await {
                 Ok(Ok(t)) => {
                     s.counters.connected.fetch_add(1, Ordering::Relaxed);
-                    drive_stream(t, peer, transport, id, wtx, wrx, &s).await;
+                    drive_stream(t, peer, transport, id, wtx, wrx, &s, Origin::Outbound).await;
                 }
                 Ok(Err(e)) => {
                     debug!(%peer, error = %e, "tls handshake failed");
@@ -165,10 +170,22 @@ pub(crate) async fn connect(
     }
 }
 
+/// Who opened a connection, and so who decides when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The peer connected to our listener. It owns the connection's life (RFC 5626 spirit):
+    /// a dialog may route our in-dialog requests back over it, and once closed we could only
+    /// try the peer's ephemeral source port. Never idle-closed; the inbound cap bounds them.
+    Inbound,
+    /// We connected: closed after `idle` without traffic, reopened on demand.
+    Outbound,
+}
+
 /// One connection, either direction: Content-Length framing (RFC 3261 §18.3), keep-alive
 /// pongs (RFC 5626 §4.4.1), malformed messages answered when their framing survives, closed
-/// when it does not, when either half fails, or after `idle` without traffic. The driver
-/// hears `Cmd::ConnClosed` at the end.
+/// when it does not, when either half fails, or (connections we opened) after `idle` without
+/// traffic. The driver hears `Cmd::ConnClosed` at the end.
+#[allow(clippy::too_many_arguments)]
 async fn drive_stream<S>(
     stream: S,
     peer: SocketAddr,
@@ -177,6 +194,7 @@ async fn drive_stream<S>(
     wtx: mpsc::Sender<Vec<u8>>,
     mut wrx: mpsc::Receiver<Vec<u8>>,
     s: &StreamSettings,
+    origin: Origin,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -185,6 +203,10 @@ async fn drive_stream<S>(
         tx: wtx.clone(),
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
+    let idle = match origin {
+        Origin::Inbound => None,
+        Origin::Outbound => Some(s.idle),
+    };
     let base = Instant::now();
     let last_write = Arc::new(AtomicU64::new(0));
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
@@ -270,7 +292,7 @@ async fn drive_stream<S>(
         if buf.len() > s.max_message {
             break;
         }
-        let idle_at = idle_deadline(base, last_read, &last_write, s.idle);
+        let idle_at = idle.and_then(|d| idle_deadline(base, last_read, &last_write, d));
         tokio::select! {
             r = rd.read(&mut chunk) => match r {
                 Ok(0) | Err(_) => break,
@@ -282,7 +304,8 @@ async fn drive_stream<S>(
             _ = &mut writer => break,
             _ = sleep_until_opt(idle_at) => {
                 // The writer may have moved the deadline while we slept.
-                if idle_deadline(base, last_read, &last_write, s.idle)
+                if idle
+                    .and_then(|d| idle_deadline(base, last_read, &last_write, d))
                     .is_some_and(|at| at <= Instant::now())
                 {
                     debug!(%peer, "idle connection closed");

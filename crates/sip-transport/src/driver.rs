@@ -34,7 +34,8 @@ pub struct EndpointConfig {
     pub tls_server: Option<Arc<rustls::ServerConfig>>,
     /// Trust for outgoing TLS connections; without it TLS targets are refused.
     pub tls_client: Option<Arc<rustls::ClientConfig>>,
-    /// A TCP/TLS connection without traffic for this long is closed.
+    /// A TCP/TLS connection we opened is closed after this long without traffic. Inbound
+    /// connections are left to the peer (bounded by `max_inbound_connections`).
     pub idle_timeout: Duration,
     /// Inbound TCP and TLS connections open at once; further ones are closed on accept.
     pub max_inbound_connections: usize,
@@ -163,7 +164,8 @@ pub enum Event {
         transport: Transport,
     },
     /// Timer H (RFC 3261 §17.2.1): a final non-2xx response of this INVITE server
-    /// transaction was never acknowledged, or the transport failed sending it.
+    /// transaction was never acknowledged, or the transport failed sending it; or the
+    /// transaction's guard (`TimerConfig::invite_server_guard`): the TU never answered it.
     ServerTimeout { txn: TxnId },
 }
 
@@ -409,16 +411,61 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// Where `udp_loop` reads datagrams from: the socket, or a script in tests.
+trait RecvFrom: Send + Sync {
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + 'a;
+}
+
+impl RecvFrom for UdpSocket {
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + 'a {
+        UdpSocket::recv_from(self, buf)
+    }
+}
+
+/// Longest pause after repeated receive errors.
+const UDP_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 async fn udp_loop(sock: Arc<UdpSocket>, tx: mpsc::Sender<Cmd>, max: usize) {
+    udp_loop_from(&*sock.clone(), sock, tx, max).await;
+}
+
+async fn udp_loop_from(
+    src: &impl RecvFrom,
+    sock: Arc<UdpSocket>,
+    tx: mpsc::Sender<Cmd>,
+    max: usize,
+) {
     let mut buf = vec![0u8; 65536];
+    let mut backoff = Duration::ZERO;
     loop {
-        let (n, source) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
+        if tx.is_closed() {
+            return;
+        }
+        let (n, source) = match src.recv_from(&mut buf).await {
+            Ok(x) => {
+                backoff = Duration::ZERO;
+                x
+            }
             // ICMP errors from earlier sends surface here; they are not fatal.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            // Any other error (ENOMEM, ENOBUFS, a transient EINTR...) must not stop UDP
+            // signalling for good: log and go on, pausing a little more each time the
+            // error repeats so a persistent one does not spin the task.
             Err(e) => {
-                warn!(error = %e, "udp listener failed");
-                return;
+                warn!(error = %e, backoff = ?backoff, "udp receive failed");
+                if !backoff.is_zero() {
+                    tokio::time::sleep(backoff).await;
+                }
+                backoff = (backoff * 2)
+                    .max(Duration::from_millis(10))
+                    .min(UDP_ERROR_BACKOFF_MAX);
+                continue;
             }
         };
         let bytes = buf.get(..n).unwrap_or_default();
@@ -448,28 +495,60 @@ async fn udp_loop(sock: Arc<UdpSocket>, tx: mpsc::Sender<Cmd>, max: usize) {
     }
 }
 
-/// Token bucket per source IP; the map is pruned when it grows.
+/// Source IPs tracked before the map is pruned.
+const RATE_PRUNE_AT: usize = 10_000;
+/// Source IPs tracked at most; beyond, unknown sources are refused until a prune makes room,
+/// so a flood of spoofed UDP sources cannot grow the map without bound.
+const RATE_MAX_SOURCES: usize = 100_000;
+
+/// Token bucket per source IP, with a burst of two seconds' worth.
 struct RateLimit {
     per_sec: f64,
     buckets: HashMap<IpAddr, (f64, Instant)>,
+    max_sources: usize,
+    /// A prune is O(n): at most one a second, not one per packet on the driver task.
+    last_prune: Option<Instant>,
 }
 
 impl RateLimit {
     fn new(per_sec: u32) -> Self {
+        Self::with_cap(per_sec, RATE_MAX_SOURCES)
+    }
+
+    fn with_cap(per_sec: u32, max_sources: usize) -> Self {
         RateLimit {
             per_sec: f64::from(per_sec.max(1)),
             buckets: HashMap::new(),
+            max_sources,
+            last_prune: None,
         }
     }
 
+    /// Forgets sources whose bucket has refilled: a full bucket is the same as a new one,
+    /// so this loses nothing. Refill takes burst / per_sec = 2 s.
+    fn prune(&mut self, now: Instant) {
+        if self
+            .last_prune
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_prune = Some(now);
+        self.buckets
+            .retain(|_, (_, t)| now.saturating_duration_since(*t) < Duration::from_secs(2));
+    }
+
     fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if self.buckets.len() > 10_000 {
-            self.buckets
-                .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(10));
+        if self.buckets.len() >= RATE_PRUNE_AT.min(self.max_sources) {
+            self.prune(now);
+        }
+        if self.buckets.len() >= self.max_sources && !self.buckets.contains_key(&ip) {
+            return false;
         }
         let burst = 2.0 * self.per_sec;
         let (tokens, last) = self.buckets.entry(ip).or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec).min(burst);
+        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * self.per_sec)
+            .min(burst);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -895,6 +974,12 @@ impl Driver {
                 conn,
                 transport,
             } => {
+                // Stateless 400s go to a source we cannot verify (UDP is spoofable): the
+                // same per-source limit as for well-formed messages, or we amplify floods.
+                if !self.rate.allow(source.ip(), t) {
+                    debug!(%source, "rate limit: malformed message dropped");
+                    return;
+                }
                 info!(%source, error = %err, "malformed message");
                 if let Some(mut h) = msg::salvage_request(&bytes) {
                     let addr = stamp_via(&mut h, source).unwrap_or(source);
@@ -1129,7 +1214,7 @@ impl Driver {
                                 }
                             }
                         }
-                    } else if timer == Timer::H {
+                    } else if matches!(timer, Timer::H | Timer::Guard) {
                         self.emit(Event::ServerTimeout { txn: id });
                     }
                 }
@@ -1167,5 +1252,91 @@ async fn sleep_until_opt(d: Option<Instant>) {
     match d {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n))
+    }
+
+    #[test]
+    fn rate_limit_refuses_a_flood_but_not_another_source() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(5);
+        let allowed = (0..100).filter(|_| r.allow(ip(1), t0)).count();
+        assert_eq!(allowed, 10, "a burst of two seconds' worth");
+        assert!(r.allow(ip(2), t0), "another source is unaffected");
+        assert!(r.allow(ip(1), t0 + Duration::from_millis(200)), "refilled");
+    }
+
+    #[test]
+    fn rate_limit_map_is_capped_and_pruned_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::with_cap(5, 3);
+        for n in 0..3 {
+            assert!(r.allow(ip(n), t0));
+        }
+        // Full: unknown sources are refused, known ones still metered.
+        assert!(!r.allow(ip(9), t0));
+        assert!(r.allow(ip(0), t0));
+        assert_eq!(r.buckets.len(), 3);
+        // Within a second of the last prune nothing is pruned, even once idle sources refilled.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(!r.allow(ip(9), t1));
+        // Later, refilled sources are forgotten and room is made.
+        let t2 = t0 + Duration::from_secs(3);
+        assert!(r.allow(ip(9), t2));
+        assert_eq!(r.buckets.len(), 1);
+    }
+
+    /// Datagrams and errors in order, then nothing for ever.
+    struct Script(std::sync::Mutex<Vec<std::io::Result<Vec<u8>>>>);
+
+    impl RecvFrom for Script {
+        async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+            let next = self.0.lock().ok().and_then(|mut v| v.pop());
+            match next {
+                Some(Ok(d)) => {
+                    let n = d.len().min(buf.len());
+                    buf[..n].copy_from_slice(&d[..n]);
+                    Ok((n, SocketAddr::from(([127, 0, 0, 1], 5099))))
+                }
+                Some(Err(e)) => Err(e),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn udp_loop_survives_receive_errors() {
+        use std::io::{Error, ErrorKind};
+        let sock = Arc::new(udp_socket(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap());
+        let options = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-x\r\n\
+            From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\n\
+            Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\
+            Content-Length: 0\r\n\r\n"
+            .to_vec();
+        // Popped from the end: three errors of kinds that used to end the loop, then a request.
+        let script = Script(std::sync::Mutex::new(vec![
+            Ok(options),
+            Err(Error::from(ErrorKind::OutOfMemory)),
+            Err(Error::from(ErrorKind::Interrupted)),
+            Err(Error::other("ENOBUFS")),
+        ]));
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = udp_loop_from(&script, sock, tx, 65535);
+        let got = tokio::select! {
+            () = task => None,
+            c = rx.recv() => c,
+        };
+        assert!(
+            matches!(got, Some(Cmd::Inbound { source, .. }) if source.port() == 5099),
+            "the request after the errors is still received"
+        );
     }
 }

@@ -74,8 +74,10 @@ async fn ipv6_tcp_connection_is_reused_in_both_directions() {
     one_connection_both_ways("tcp:[::1]:0", Transport::Tcp, None).await;
 }
 
+/// RFC 5626 spirit: the peer owns the connections it opened (a dialog may route our
+/// requests back over one), so only connections we opened are idle-closed.
 #[tokio::test]
-async fn idle_connections_are_closed() {
+async fn only_connections_we_opened_are_idle_closed() {
     let ep = Endpoint::bind(EndpointConfig {
         listen: listen("tcp:127.0.0.1:0"),
         idle_timeout: Duration::from_millis(50),
@@ -83,12 +85,25 @@ async fn idle_connections_are_closed() {
     })
     .await
     .unwrap();
-    let mut s = tokio::net::TcpStream::connect(ep.local_addr(Transport::Tcp).unwrap())
+    let h = ep.handle();
+    let listener = ep.local_addr(Transport::Tcp).unwrap();
+    let _seen = serve_200(ep);
+    let mut inbound = tokio::net::TcpStream::connect(listener).await.unwrap();
+    // A peer listening on raw TCP; the endpoint connects to it and then goes quiet.
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let to = Target::new(Transport::Tcp, peer.local_addr().unwrap());
+    let _txn = guard(h.request(request(Method::Options, "idle-1", 1), to))
         .await
         .unwrap();
-    let mut buf = [0u8; 16];
-    // The endpoint closes the silent connection: we read end-of-stream.
-    assert_eq!(guard(s.read(&mut buf)).await.unwrap(), 0);
+    let (mut outbound, _) = guard(peer.accept()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    // The endpoint closes its own connection once idle: we read the request, then the end.
+    while guard(outbound.read(&mut buf)).await.unwrap() != 0 {}
+    // The inbound one has been silent for longer than that, and is still served
+    // (CRLFCRLF ping → CRLF pong, RFC 5626 §4.4.1).
+    inbound.write_all(b"\r\n\r\n").await.unwrap();
+    let n = guard(inbound.read(&mut buf)).await.unwrap();
+    assert_eq!(&buf[..n], b"\r\n");
 }
 
 #[tokio::test]

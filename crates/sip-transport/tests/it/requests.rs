@@ -205,3 +205,50 @@ async fn a_tls_listener_needs_a_certificate() {
     .await;
     assert!(matches!(r, Err(Error::Misuse(_))));
 }
+
+/// A request the parser refuses (its Content-Length overruns the datagram) but whose
+/// headers still allow a stateless 400.
+fn malformed(n: usize) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK-bad{n}\r\n\
+         From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\n\
+         Call-ID: bad-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\
+         Content-Length: 500\r\n\r\nshort"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn malformed_floods_are_rate_limited_per_source() {
+    let server = Endpoint::bind(EndpointConfig {
+        listen: listen("udp:127.0.0.1:0"),
+        rate_per_sec: 5,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let to = server.local_addr(Transport::Udp).unwrap();
+    let flooder = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // All of 127/8 is loopback on Linux: a second source address.
+    let other = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    for n in 0..100 {
+        flooder.send_to(&malformed(n), to).await.unwrap();
+    }
+    other.send_to(&malformed(1000), to).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = guard(other.recv_from(&mut buf)).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 400 "),
+        "the other source is answered"
+    );
+    // The driver handles datagrams in order, so every answer to the flood is queued by now.
+    let mut answered = 0;
+    while flooder.try_recv_from(&mut buf).is_ok() {
+        answered += 1;
+    }
+    assert!(
+        (1..=12).contains(&answered),
+        "a burst (10) answered, the rest dropped: {answered}"
+    );
+}

@@ -21,22 +21,20 @@
 //! See [`crypto`]: presented secrets are AES-256-GCM encrypted under a [`SecretKey`]; verified
 //! ones (tokens) are SHA-256 hashed.
 
-//pub mod admin_token;
-//pub mod calls;
-//pub mod cdr;
-#[allow(dead_code)] // token hashing is used by the token repositories still to come
+pub mod admin_token;
+pub mod calls;
+pub mod cdr;
 pub mod crypto;
 mod error;
-//pub mod hosted;
+pub mod hosted;
 pub mod model;
-//pub mod number;
+pub mod number;
 pub mod peer;
 mod repo;
-//pub mod route;
+pub mod route;
 #[doc(hidden)]
 pub mod row;
-//pub mod upstream;
-#[allow(dead_code)] // checks for the resources still to come
+pub mod upstream;
 mod validate;
 
 pub use crypto::{IssuedSecret, Secret, SecretKey};

@@ -7,4 +7,5 @@
 )]
 
 mod common;
+mod others;
 mod peers;

@@ -20,6 +20,7 @@ pub struct List<T> {
 
 /// Offset paging, shared by every collection (`?limit=&offset=`).
 #[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct Paging {
     /// Page size, 1 to 1000 (default 100).
@@ -79,4 +80,35 @@ pub(crate) fn created<T>(collection: &str, id: &str, body: T) -> (StatusCode, He
 
 pub(crate) fn yes() -> bool {
     true
+}
+
+fn endpoint_kind_schema() -> RefOr<Schema> {
+    string_enum(&["sip_peer", "upstream", "hosted_tg"])
+}
+
+/// A call source or target: a SIP peer, a RIPT upstream or a hosted TG, by id.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    #[schema(schema_with = endpoint_kind_schema)]
+    pub kind: store::model::EndpointKind,
+    pub id: String,
+}
+
+impl From<store::model::Endpoint> for Endpoint {
+    fn from(e: store::model::Endpoint) -> Self {
+        Endpoint {
+            kind: e.kind,
+            id: e.id,
+        }
+    }
+}
+
+impl From<Endpoint> for store::model::Endpoint {
+    fn from(e: Endpoint) -> Self {
+        store::model::Endpoint {
+            kind: e.kind,
+            id: e.id,
+        }
+    }
 }

@@ -4,8 +4,11 @@
 //! # Shape
 //! - `GET /healthz` (no auth), `GET /readyz` (no auth; database + [`ReadinessProbe`]),
 //!   `GET /metrics` (admin token).
-//! - `/api/v1/…` (admin token): `sip-peers`, `openapi.json`, and the other resources as the
-//!   store provides them.
+//! - `/api/v1/…` (admin token): CRUD of `sip-peers`, `upstreams`, `hosted-tgs`, `numbers`,
+//!   `routes` (paged, `?limit=&offset=`); customer credentials (`POST
+//!   /hosted-tgs/{id}/credentials` shows the secret once; `customer-credentials` lists and
+//!   revokes); `admin-tokens` likewise; live `calls` (hang-up through [`CallControl`]);
+//!   `cdrs` by time, number, endpoint and cause; `openapi.json`.
 //! - Every error is an RFC 9457 problem document (`application/problem+json`) with a `field`
 //!   member naming the input at fault; a last middleware turns any other error response
 //!   (axum's 405, a path rejection, …) into one too, so plain-text errors never leave.
@@ -13,17 +16,26 @@
 //!   stored secret.
 
 mod auth;
+pub mod calls;
+pub mod cdrs;
 mod common;
+mod crud;
 mod error;
 mod extract;
 mod health;
+pub mod hosted;
 mod metrics;
+pub mod numbers;
 mod openapi;
 pub mod peers;
+pub mod routes;
 mod secret;
+pub mod tokens;
+pub mod upstreams;
 
 pub use auth::{AdminAuth, MIN_STATIC_TOKEN_LEN};
-pub use common::{List, Paging};
+pub use calls::{CallControl, HangUp, NoCallControl};
+pub use common::{Endpoint, List, Paging};
 pub use error::{Error, PROBLEM_JSON, Problem, Result};
 pub use health::{AlwaysReady, ReadinessProbe, Status};
 pub use metrics::{Direction, Metrics};
@@ -49,6 +61,9 @@ pub struct AdminState {
     store: store::Store,
     auth: AdminAuth,
     readiness: Arc<dyn ReadinessProbe>,
+    calls: Arc<dyn CallControl>,
+    /// This gateway instance's id: the default of `GET /calls`.
+    instance_id: Option<String>,
     metrics: Metrics,
 }
 
@@ -69,8 +84,22 @@ impl AdminState {
             store,
             auth,
             readiness: Arc::new(AlwaysReady),
+            calls: Arc::new(NoCallControl),
+            instance_id: None,
             metrics,
         }
+    }
+
+    /// Plugs in the gateway's call control (hang-ups are refused with 503 until then).
+    pub fn with_call_control(mut self, calls: Arc<dyn CallControl>) -> Self {
+        self.calls = calls;
+        self
+    }
+
+    /// Names this gateway instance (the instance whose calls `GET /calls` lists by default).
+    pub fn with_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
     }
 
     /// Replaces the readiness probe (the gateway reports its listeners through it).
@@ -93,6 +122,27 @@ fn routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(health::openapi_json))
         .routes(routes!(peers::list, peers::create))
         .routes(routes!(peers::get, peers::update, peers::delete))
+        .routes(routes!(upstreams::list, upstreams::create))
+        .routes(routes!(
+            upstreams::get,
+            upstreams::update,
+            upstreams::delete
+        ))
+        .routes(routes!(hosted::list, hosted::create))
+        .routes(routes!(hosted::get, hosted::update, hosted::delete))
+        .routes(routes!(hosted::issue_credential))
+        .routes(routes!(hosted::list_credentials))
+        .routes(routes!(hosted::revoke_credential))
+        .routes(routes!(numbers::list, numbers::create))
+        .routes(routes!(numbers::get, numbers::update, numbers::delete))
+        .routes(routes!(routes::list, routes::create))
+        .routes(routes!(routes::get, routes::update, routes::delete))
+        .routes(routes!(calls::list))
+        .routes(routes!(calls::get, calls::hang_up))
+        .routes(routes!(cdrs::list))
+        .routes(routes!(cdrs::get))
+        .routes(routes!(tokens::issue, tokens::list))
+        .routes(routes!(tokens::revoke))
         .fallback(no_route)
         .layer(admin());
     let metrics = OpenApiRouter::new()

@@ -1,13 +1,12 @@
 //! `/api/v1/sip-peers`: PBXs and SIP cores we exchange calls with.
 
 use crate::AdminState;
-use crate::common::{List, Paging, created, string_enum, yes};
-use crate::error::{Error, Problem};
-use crate::extract::{Id, Json, Query};
+use crate::common::{List, Paging, string_enum, yes};
+use crate::crud::{Document, crud_handlers};
+use crate::error::Error;
+use crate::extract::{Json, Query};
 use crate::secret::{Mode, SecretValue};
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use store::Scope;
 use store::peer::{
@@ -164,7 +163,18 @@ impl From<model::SipPeer> for SipPeer {
     }
 }
 
-impl SipPeer {
+impl Document for SipPeer {
+    type Model = model::SipPeer;
+    const COLLECTION: &'static str = "sip-peers";
+
+    fn repo(store: &store::Store) -> store::Repo<'_, model::SipPeer> {
+        store.sip_peers()
+    }
+
+    fn from_model(m: model::SipPeer) -> Self {
+        m.into()
+    }
+
     fn keeps_a_secret(&self) -> bool {
         [&self.inbound_auth, &self.outbound_auth]
             .iter()
@@ -257,80 +267,13 @@ pub(crate) async fn list(
     ))
 }
 
-/// Create a SIP peer.
-#[utoipa::path(post, path = "/sip-peers", tag = TAG, request_body = SipPeer,
-    responses(
-        (status = 201, description = "Created; `Location` names it", body = SipPeer),
-        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
-    ))]
-pub(crate) async fn create(
-    State(s): State<AdminState>,
-    Json(doc): Json<SipPeer>,
-) -> Result<impl IntoResponse, Error> {
-    let value = doc.into_model(Mode::Create)?;
-    let repo = s.store.sip_peers();
-    let stored = s
-        .metrics
-        .time_db("sip_peers.create", repo.create(&Scope::Admin, value))
-        .await?;
-    let id = stored.id.clone();
-    Ok(created(TAG, &id, Json(SipPeer::from(stored))))
-}
-
-/// Read one SIP peer.
-#[utoipa::path(get, path = "/sip-peers/{id}", tag = TAG, params(("id" = String, Path)),
-    responses((status = 200, description = "The peer", body = SipPeer)))]
-pub(crate) async fn get(State(s): State<AdminState>, Id(id): Id) -> Result<Json<SipPeer>, Error> {
-    let repo = s.store.sip_peers();
-    let p = s
-        .metrics
-        .time_db("sip_peers.get", repo.get(&Scope::Admin, &id))
-        .await?;
-    Ok(Json(p.into()))
-}
-
-/// Replace a SIP peer. Secrets sent as `"***"` keep their stored values.
-#[utoipa::path(put, path = "/sip-peers/{id}", tag = TAG, params(("id" = String, Path)),
-    request_body = SipPeer,
-    responses(
-        (status = 200, description = "The peer as stored", body = SipPeer),
-        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
-    ))]
-pub(crate) async fn update(
-    State(s): State<AdminState>,
-    Id(id): Id,
-    Json(doc): Json<SipPeer>,
-) -> Result<Json<SipPeer>, Error> {
-    let repo = s.store.sip_peers();
-    // Only a document keeping a secret needs the stored row (a concurrent change between
-    // this read and the write can at worst keep a secret that was replaced meanwhile).
-    let old = if doc.keeps_a_secret() {
-        Some(
-            s.metrics
-                .time_db("sip_peers.get", repo.get(&Scope::Admin, &id))
-                .await?,
-        )
-    } else {
-        None
-    };
-    let value = doc.into_model(Mode::Update(old.as_ref()))?;
-    let stored = s
-        .metrics
-        .time_db("sip_peers.update", repo.update(&Scope::Admin, &id, value))
-        .await?;
-    Ok(Json(stored.into()))
-}
-
-/// Delete a SIP peer.
-#[utoipa::path(delete, path = "/sip-peers/{id}", tag = TAG, params(("id" = String, Path)),
-    responses((status = 204, description = "Deleted")))]
-pub(crate) async fn delete(State(s): State<AdminState>, Id(id): Id) -> Result<StatusCode, Error> {
-    let repo = s.store.sip_peers();
-    s.metrics
-        .time_db("sip_peers.delete", repo.delete(&Scope::Admin, &id))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
+crud_handlers!(
+    SipPeer,
+    "sip-peers",
+    "/sip-peers",
+    "/sip-peers/{id}",
+    "sip_peers"
+);
 
 #[cfg(test)]
 mod tests {

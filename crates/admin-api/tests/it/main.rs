@@ -10,4 +10,5 @@
 mod common;
 mod hostile;
 mod peers;
+mod resources;
 mod service;

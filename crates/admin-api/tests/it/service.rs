@@ -156,7 +156,17 @@ both_dbs!(openapi_document_describes_every_route, |db| {
         "bearer"
     );
     assert!(doc["components"]["schemas"]["Problem"].is_object());
-    assert!(doc["components"]["schemas"]["SipPeer"].is_object());
+    for schema in [
+        "SipPeer",
+        "Upstream",
+        "HostedTg",
+        "NumberBlock",
+        "Route",
+        "Call",
+        "Cdr",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
     let paths = doc["paths"].as_object().unwrap();
     for p in [
         "/healthz",
@@ -165,6 +175,23 @@ both_dbs!(openapi_document_describes_every_route, |db| {
         "/api/v1/openapi.json",
         "/api/v1/sip-peers",
         "/api/v1/sip-peers/{id}",
+        "/api/v1/upstreams",
+        "/api/v1/upstreams/{id}",
+        "/api/v1/hosted-tgs",
+        "/api/v1/hosted-tgs/{id}",
+        "/api/v1/hosted-tgs/{id}/credentials",
+        "/api/v1/customer-credentials",
+        "/api/v1/customer-credentials/{id}",
+        "/api/v1/numbers",
+        "/api/v1/numbers/{id}",
+        "/api/v1/routes",
+        "/api/v1/routes/{id}",
+        "/api/v1/calls",
+        "/api/v1/calls/{id}",
+        "/api/v1/cdrs",
+        "/api/v1/cdrs/{id}",
+        "/api/v1/admin-tokens",
+        "/api/v1/admin-tokens/{id}",
     ] {
         assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys());
     }

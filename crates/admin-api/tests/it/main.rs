@@ -8,6 +8,7 @@
 )]
 
 mod common;
+mod fuzz;
 mod hostile;
 mod peers;
 mod resources;

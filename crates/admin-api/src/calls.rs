@@ -17,7 +17,7 @@ pub enum HangUp {
     Ending,
     /// This instance drives no such call.
     NotFound,
-    /// The call lives on another instance; `owner` is its instance id.
+    /// The call lives on another instance (its snapshot names which).
     OtherInstance,
     /// Call control is not available on this instance.
     Unavailable,

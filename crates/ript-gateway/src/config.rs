@@ -178,7 +178,6 @@ pub struct Sip {
 }
 
 pub struct Admin {
-    #[allow(dead_code, reason = "bound by the admin API (issue 4, part 2)")]
     pub listen: SocketAddr,
     /// At least 16 characters; generated on first start when absent.
     pub token: Option<String>,
@@ -590,6 +589,18 @@ fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, E
 
     let admin_listen = address(&l.admin.listen).map_err(|r| err("admin.listen", r))?;
     check_token(l.admin.token.as_deref()).map_err(|r| err("admin.token", r))?;
+    // The admin API guards the whole configuration: it wants ≥ 22 characters (≈128 bits).
+    if let Some(t) = l.admin.token.as_deref()
+        && t.chars().count() < admin_api::MIN_STATIC_TOKEN_LEN
+    {
+        return Err(err(
+            "admin.token",
+            format!(
+                "must be at least {} characters",
+                admin_api::MIN_STATIC_TOKEN_LEN
+            ),
+        ));
+    }
 
     Ok(Settings {
         data_dir,

@@ -148,10 +148,31 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let dev_pem = (id.cert_pem(), id.key_pem());
     // Created now so the operator learns them on first start; the admin API and the store
     // (issue 4, part 2) take them over.
-    let _admin_token = token(&s.data_dir, "admin-token", "admin API token", s.admin.token)?;
+    let admin_token = token(&s.data_dir, "admin-token", "admin API token", s.admin.token)?;
     let token = token(&s.data_dir, "ript-token", "RIPT bearer token", s.ript.token)?;
     let key = secret_key(&s.secret_key_file)?;
-    let _store = open_store(&s.database_url, key).await?;
+    let store = open_store(&s.database_url, key).await?;
+    let auth = admin_api::AdminAuth::none()
+        .with_static_token(&admin_token)
+        .map_err(|e| anyhow::anyhow!("admin.token: {e}"))?
+        .with_store_tokens();
+    let admin = admin_api::router(admin_api::AdminState::new(
+        store,
+        auth,
+        admin_api::Metrics::new(),
+    ));
+    let admin_listener = tokio::net::TcpListener::bind(s.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen: binding {}", s.admin.listen))?;
+    say(&format!(
+        "admin api listening on http://{}",
+        admin_listener.local_addr()?
+    ));
+    tokio::spawn(async move {
+        if let Err(e) = admin_api::serve(admin_listener, admin).await {
+            warn!(error = %e, "admin api stopped");
+        }
+    });
     let tg = HostedTg {
         id: "default".into(),
         name: "default".into(),

@@ -9,6 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+mod admin;
 mod bench_smoke;
 mod config;
 mod interop;
@@ -27,13 +28,18 @@ pub(crate) struct Running {
     pub(crate) sip_udp: std::net::SocketAddr,
     pub(crate) sip_tcp: std::net::SocketAddr,
     pub(crate) sip_tls: Option<std::net::SocketAddr>,
+    pub(crate) admin: Option<std::net::SocketAddr>,
+    /// Keep the data directory when dropped (to start again on it).
+    pub(crate) keep_dir: bool,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -47,6 +53,11 @@ pub(crate) fn start_with(envs: &[(&str, &str)]) -> Running {
         "ript-gw-it-{}",
         std::process::id() as u64 * 1000 + rand_suffix()
     ));
+    start_in(dir, envs)
+}
+
+/// [`start_with`] on a given data directory (a restart keeps its database and tokens).
+pub(crate) fn start_in(dir: std::path::PathBuf, envs: &[(&str, &str)]) -> Running {
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(BIN)
         .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -57,6 +68,7 @@ pub(crate) fn start_with(envs: &[(&str, &str)]) -> Running {
         .env("RIPT_TOKEN", TOKEN)
         .env("RIPT_LOG", "warn")
         .env("RIPT_SIP_LISTEN", "udp:127.0.0.1:0,tcp:127.0.0.1:0")
+        .env("RIPT_ADMIN_LISTEN", "127.0.0.1:0")
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -64,7 +76,7 @@ pub(crate) fn start_with(envs: &[(&str, &str)]) -> Running {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let (mut sip_udp, mut sip_tcp, mut sip_tls) = (None, None, None);
+    let (mut sip_udp, mut sip_tcp, mut sip_tls, mut admin) = (None, None, None, None);
     let url = loop {
         let line = lines
             .next()
@@ -75,6 +87,9 @@ pub(crate) fn start_with(envs: &[(&str, &str)]) -> Running {
         }
         if let Some(a) = line.strip_prefix("sip listening on tcp:") {
             sip_tcp = a.parse().ok();
+        }
+        if let Some(a) = line.strip_prefix("admin api listening on http://") {
+            admin = a.parse().ok();
         }
         if let Some(a) = line.strip_prefix("sip listening on tls:") {
             sip_tls = a.parse().ok();
@@ -93,6 +108,8 @@ pub(crate) fn start_with(envs: &[(&str, &str)]) -> Running {
         sip_udp: sip_udp.expect("no sip udp listener line"),
         sip_tcp: sip_tcp.expect("no sip tcp listener line"),
         sip_tls,
+        admin,
+        keep_dir: false,
     }
 }
 

@@ -157,7 +157,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("admin.token: {e}"))?
         .with_store_tokens();
     let admin = admin_api::router(admin_api::AdminState::new(
-        store,
+        store.clone(),
         auth,
         admin_api::Metrics::new(),
     ));
@@ -236,7 +236,9 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let registrations = crate::sip::start_registrations(&endpoint, &s.sip.register)
         .await
         .context("sip.register")?;
-    tokio::spawn(crate::sip::serve(endpoint, admission));
+    let (peers_tx, peers_rx) = tokio::sync::watch::channel(crate::sip::Admission::default());
+    tokio::spawn(crate::sip::follow_peers(store.clone(), peers_tx));
+    tokio::spawn(crate::sip::serve(endpoint, admission, peers_rx));
     let mut server = Server::bind(opts, Arc::new(App { token }))
         .await
         .context("starting the RIPT server")?;

@@ -84,7 +84,11 @@ struct Binding {
 }
 
 struct Service {
+    /// The configured admission plus the store's SIP peers (refreshed from `peers`).
     admission: Admission,
+    /// The configured admission alone.
+    base: Admission,
+    peers: tokio::sync::watch::Receiver<Admission>,
     challenger: Option<Challenger>,
     bindings: HashMap<String, Vec<Binding>>,
     responder: Responder,
@@ -95,10 +99,16 @@ fn random16() -> [u8; 16] {
 }
 
 /// Runs the SIP service on `endpoint` until it closes.
-pub async fn serve(mut endpoint: Endpoint, admission: Admission) {
-    let challenger = if admission.users.is_empty() {
-        None
-    } else {
+///
+/// `peers` carries the admission the store's SIP peers add (allow-lists, digest users); it
+/// changes without a restart when the configuration does.
+pub async fn serve(
+    mut endpoint: Endpoint,
+    admission: Admission,
+    peers: tokio::sync::watch::Receiver<Admission>,
+) {
+    // Always ready to challenge: digest users may arrive with the configuration later.
+    let challenger = {
         let secret: Vec<u8> = random16()
             .iter()
             .chain(random16().iter())
@@ -126,12 +136,23 @@ pub async fn serve(mut endpoint: Endpoint, admission: Admission) {
         }
     };
     let mut svc = Service {
-        admission,
+        admission: admission.clone(),
+        base: admission,
+        peers,
         challenger,
         bindings: HashMap::new(),
         responder: endpoint.responder(),
     };
     while let Some(inc) = endpoint.next_request().await {
+        if svc.peers.has_changed().unwrap_or(false) {
+            let extra = svc.peers.borrow_and_update().clone();
+            svc.admission = svc.base.clone();
+            svc.admission.allow.extend(extra.allow);
+            // Configured users win over a store peer of the same name.
+            for (u, p) in extra.users {
+                svc.admission.users.entry(u).or_insert(p);
+            }
+        }
         let resp = svc.handle(&inc);
         if let Some(resp) = resp
             && let Err(e) = svc.responder.respond(inc.txn, resp).await
@@ -194,9 +215,12 @@ impl Service {
             return Ok(());
         }
         let req = &inc.request;
-        let Some(ch) = &self.challenger else {
-            info!(source = %inc.source, "sip peer not allow-listed: 403");
-            return Err(reply(req, 403, "Forbidden"));
+        let ch = match &self.challenger {
+            Some(ch) if !self.admission.users.is_empty() => ch,
+            _ => {
+                info!(source = %inc.source, "sip peer not allow-listed: 403");
+                return Err(reply(req, 403, "Forbidden"));
+            }
         };
         let mut stale = false;
         if let Some(v) = req.headers().get("Authorization") {
@@ -420,6 +444,88 @@ pub async fn unregister_all(regs: Vec<sip_ua::RegistrationHandle>) {
         }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), all).await;
+}
+
+/// What the store's enabled SIP peers admit: their allow-lists (or, when a peer lists none,
+/// the IP literals among its addresses) and their inbound digest credentials.
+pub fn peers_admission(peers: &[store::peer::SipPeer]) -> Admission {
+    let mut a = Admission::default();
+    for p in peers.iter().filter(|p| p.enabled) {
+        let sources: Vec<String> = if p.allow_list.is_empty() {
+            p.addresses
+                .iter()
+                .filter_map(|h| {
+                    let host = h.rsplit_once(':').map_or(h.as_str(), |(h, _)| h);
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    host.parse::<IpAddr>()
+                        .ok()
+                        .or_else(|| h.parse::<IpAddr>().ok())
+                        .map(|ip| ip.to_string())
+                })
+                .collect()
+        } else {
+            p.allow_list.clone()
+        };
+        for c in sources {
+            match c.parse::<Cidr>() {
+                Ok(c) => a.allow.push(c),
+                Err(e) => warn!(peer = %p.name, error = %e, "allow-list entry ignored"),
+            }
+        }
+        if let Some(d) = &p.inbound_auth {
+            a.users
+                .insert(d.username.clone(), d.password.expose().to_owned());
+        }
+    }
+    a
+}
+
+/// Keeps `tx` equal to what the store's SIP peers admit: polls the store's configuration
+/// version every second (a primary-key read) and reloads the peers when it moved, so changes
+/// made through the admin API, here or on another instance sharing the database, apply to the
+/// next request without a restart.
+pub async fn follow_peers(st: store::Store, tx: tokio::sync::watch::Sender<Admission>) {
+    let mut seen = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if tx.is_closed() {
+            return;
+        }
+        let v = match st.config_version().await {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "configuration version unreadable; keeping the last peers");
+                continue;
+            }
+        };
+        if seen == Some(v) {
+            continue;
+        }
+        let mut peers = Vec::new();
+        let mut page = store::Page::first(store::Page::MAX_LIMIT);
+        let complete = loop {
+            match st.sip_peers().list(&store::Scope::Admin, page).await {
+                Ok(batch) => {
+                    let n = batch.len();
+                    peers.extend(batch);
+                    if n < store::Page::MAX_LIMIT as usize {
+                        break true;
+                    }
+                    page.offset += n as u64;
+                }
+                Err(e) => {
+                    warn!(error = %e, "SIP peers unreadable; keeping the last ones");
+                    break false;
+                }
+            }
+        };
+        if complete {
+            info!(version = v, peers = peers.len(), "SIP peers loaded");
+            tx.send_replace(peers_admission(&peers));
+            seen = Some(v);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -82,3 +82,48 @@ fn configuration_made_through_the_admin_api_survives_a_restart() {
     let (status, _) = http(admin, "GET", "/healthz", None, None);
     assert_eq!(status, 200);
 }
+
+/// A SIP peer created through the admin API admits its allow-listed source from the next
+/// request on, without a restart (the gateway follows the store's configuration version).
+#[test]
+fn a_sip_peer_added_through_the_api_is_admitted_without_a_restart() {
+    use super::sip::{Udp, request};
+    let r = start_with(&[("RIPT_SIP_ALLOW", "")]);
+    let admin = r.admin.expect("no admin api line");
+    let token = std::fs::read_to_string(r.dir.join("admin-token")).unwrap();
+    let udp = Udp::new(r.sip_udp);
+    let register = |n: u32| {
+        udp.send(&request(
+            "REGISTER",
+            r.sip_udp,
+            udp.local(),
+            &format!("reg-{n}"),
+            "Expires: 60\r\n",
+        ));
+        udp.final_response().status()
+    };
+    assert_eq!(register(0), 403, "nobody is admitted yet");
+    let peer = PEER.replace("pbx-main", "pbx-live");
+    let (status, body) = http(
+        admin,
+        "POST",
+        "/api/v1/sip-peers",
+        Some(token.trim()),
+        Some(&peer),
+    );
+    assert_eq!(status, 201, "{body}");
+    // The gateway polls the configuration version once a second: the change lands within a
+    // few polls, and never needs a restart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 1;
+    loop {
+        let s = register(n);
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 403, "only 403 until the peer is loaded");
+        assert!(std::time::Instant::now() < deadline, "peer never admitted");
+        std::thread::sleep(Duration::from_millis(200)); // re-asking, not synchronising
+        n += 1;
+    }
+}

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-fn request(
+pub(crate) fn request(
     method: &str,
     target: SocketAddr,
     local: SocketAddr,
@@ -29,25 +29,25 @@ fn request(
     )
 }
 
-struct Udp {
+pub(crate) struct Udp {
     sock: UdpSocket,
     to: SocketAddr,
 }
 
 impl Udp {
-    fn new(to: SocketAddr) -> Udp {
+    pub(crate) fn new(to: SocketAddr) -> Udp {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         Udp { sock, to }
     }
-    fn local(&self) -> SocketAddr {
+    pub(crate) fn local(&self) -> SocketAddr {
         self.sock.local_addr().unwrap()
     }
-    fn send(&self, text: &str) {
+    pub(crate) fn send(&self, text: &str) {
         self.sock.send_to(text.as_bytes(), self.to).unwrap();
     }
     /// The next final response (provisionals are skipped).
-    fn final_response(&self) -> msg::Response {
+    pub(crate) fn final_response(&self) -> msg::Response {
         let mut buf = [0u8; 65536];
         loop {
             let (n, _) = self

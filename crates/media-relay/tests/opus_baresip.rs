@@ -134,12 +134,16 @@ impl Baresip {
     }
 }
 
-/// A port free for both UDP and TCP right now (baresip binds both for `sip_listen`).
+/// A port free for UDP and TCP whose successor is free for TCP too: baresip binds UDP and
+/// TCP on `sip_listen` and SIP over TLS on the next port.
 fn free_port() -> u16 {
     loop {
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+        if p < u16::MAX
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        {
             return p;
         }
     }

@@ -782,13 +782,13 @@ mod tests {
             &[
                 ("RIPT_ADMIN_LISTEN", "127.0.0.1:8081"),
                 ("DATABASE_URL", "postgres://u:p@db/gw"),
-                ("RIPT_ADMIN_TOKEN", "0123456789abcdef"),
+                ("RIPT_ADMIN_TOKEN", "0123456789abcdef0123456789"),
             ],
         )
         .unwrap();
         assert_eq!(s.admin.listen.port(), 8081);
         assert_eq!(s.database_url, "postgres://u:p@db/gw");
-        assert_eq!(s.admin.token.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(s.admin.token.as_deref(), Some("0123456789abcdef0123456789"));
     }
 
     #[test]

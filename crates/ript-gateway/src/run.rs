@@ -97,9 +97,24 @@ fn secret_key(path: &Path) -> anyhow::Result<[u8; 32]> {
             rand::rngs::OsRng
                 .try_fill_bytes(&mut key)
                 .map_err(|e| anyhow::anyhow!("secret_key_file: no randomness: {e}"))?;
-            write_secret(path, &key).context("secret_key_file")?;
-            info!(path = %path.display(), "generated the key for secrets at rest (back it up)");
-            Ok(key)
+            // create_new: two instances starting at once on one shared key file must not
+            // overwrite each other's key; the loser reads the winner's.
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(mut f) => {
+                    f.write_all(&key).context("secret_key_file")?;
+                    info!(path = %path.display(), "generated the key for secrets at rest (back it up)");
+                    Ok(key)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => secret_key(path),
+                Err(e) => Err(anyhow::anyhow!("secret_key_file: {}: {e}", path.display())),
+            }
         }
         Err(e) => Err(anyhow::anyhow!("secret_key_file: {}: {e}", path.display())),
     }

@@ -127,3 +127,120 @@ fn a_sip_peer_added_through_the_api_is_admitted_without_a_restart() {
         n += 1;
     }
 }
+
+/// A database of its own on the Postgres of `DATABASE_URL`, dropped at the end.
+struct PgDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    fn new() -> PgDb {
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("ript_gw_it_{}_{}", std::process::id(), rand_suffix());
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        PgDb {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .unwrap_or_else(|e| panic!("psql not runnable ({e})"));
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two gateways on one Postgres: every kind of configuration made through one instance's
+/// admin API is seen through the other's, and survives the first one's restart.
+#[test]
+fn two_instances_on_one_postgres_share_configuration_that_survives_restarts() {
+    let db = PgDb::new();
+    // Instances sharing a database share the key of its encrypted secrets.
+    let key = std::env::temp_dir().join(format!("{}.key", db.name));
+    let key_s = key.display().to_string();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("RIPT_SECRET_KEY_FILE", key_s.as_str()),
+    ];
+    let mut a = start_with(&env);
+    let b = start_with(&env);
+    let token_a = std::fs::read_to_string(a.dir.join("admin-token")).unwrap();
+    let token_b = std::fs::read_to_string(b.dir.join("admin-token")).unwrap();
+    let (aa, ab) = (a.admin.unwrap(), b.admin.unwrap());
+    let bodies = [
+        ("sip-peers", PEER.to_owned()),
+        (
+            "upstreams",
+            r#"{"name":"carrier","root_url":"https://ript.example/.well-known/ript","trunk_group":"tg-1","auth":{"kind":"token","token":"up-token-secret-77"},"media_mode":"auto"}"#.to_owned(),
+        ),
+        (
+            "hosted-tgs",
+            r#"{"tenant":"acme","name":"acme-main","vouched_numbers":["+1408555*"],"destination_pattern":"*","advertisement":{"media":["pcmu"]},"customer_tgs":[]}"#.to_owned(),
+        ),
+        (
+            "numbers",
+            r#"{"tenant":"acme","first":"+14085550100","last":"+14085550199","owner":{"kind":"hosted_tg","id":"acme-main"},"vouch":true}"#.to_owned(),
+        ),
+        (
+            "routes",
+            r#"{"name":"pbx to carrier","priority":10,"source":{"kind":"sip_peer","id":"pbx-main"},"destination_pattern":"+1*","targets":[{"endpoint":{"kind":"upstream","id":"carrier"},"priority":0,"weight":100}]}"#.to_owned(),
+        ),
+    ];
+    for (path, body) in &bodies {
+        let (status, text) = http(
+            aa,
+            "POST",
+            &format!("/api/v1/{path}"),
+            Some(token_a.trim()),
+            Some(body),
+        );
+        assert_eq!(status, 201, "{path}: {text}");
+    }
+    let count = |admin, token: &str, path: &str| {
+        let (status, text) = http(admin, "GET", &format!("/api/v1/{path}"), Some(token), None);
+        assert_eq!(status, 200, "{path}: {text}");
+        assert!(!text.contains("secret"), "{path} leaked a secret: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["items"].as_array().map_or(0, Vec::len)
+    };
+    for (path, _) in &bodies {
+        assert_eq!(count(ab, token_b.trim(), path), 1, "instance B sees {path}");
+    }
+    let dir = a.dir.clone();
+    a.keep_dir = true;
+    drop(a);
+    let a = start_in(dir, &env);
+    for (path, _) in &bodies {
+        assert_eq!(
+            count(a.admin.unwrap(), token_a.trim(), path),
+            1,
+            "{path} after a restart"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&a.dir);
+    let _ = std::fs::remove_file(&key);
+}

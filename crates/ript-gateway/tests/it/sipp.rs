@@ -8,12 +8,16 @@ fn scenario(name: &str) -> String {
     format!("{}/../../tests/sipp/{name}.xml", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A local port free for both UDP and TCP right now (SIPp binds both for `-t t1`).
+/// A local port free for both UDP and TCP right now (SIPp binds both for `-t t1`), whose
+/// successor is free for TCP too (baresip puts SIP over TLS there).
 fn free_port() -> u16 {
     loop {
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+        if p < u16::MAX
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        {
             return p;
         }
     }

@@ -120,6 +120,23 @@ fn secret_key(path: &Path) -> anyhow::Result<[u8; 32]> {
     }
 }
 
+/// `/readyz` says "not ready" until the SIP and RIPT listeners are bound: the admin API
+/// comes up first so its port is known, but a load balancer must not send calls yet.
+#[derive(Debug, Default)]
+struct Listeners {
+    up: std::sync::atomic::AtomicBool,
+}
+
+impl admin_api::ReadinessProbe for Listeners {
+    fn not_ready(&self) -> Vec<&'static str> {
+        if self.up.load(std::sync::atomic::Ordering::Acquire) {
+            Vec::new()
+        } else {
+            vec!["listeners"]
+        }
+    }
+}
+
 /// Connects to the configured database and applies the migrations (idempotent; sqlx records
 /// what ran, so several instances starting on one Postgres do not apply a migration twice).
 async fn open_store(url: &str, key: [u8; 32]) -> anyhow::Result<store::Store> {
@@ -171,11 +188,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         .with_static_token(&admin_token)
         .map_err(|e| anyhow::anyhow!("admin.token: {e}"))?
         .with_store_tokens();
-    let admin = admin_api::router(admin_api::AdminState::new(
-        store.clone(),
-        auth,
-        admin_api::Metrics::new(),
-    ));
+    let listeners = Arc::new(Listeners::default());
+    let admin = admin_api::router(
+        admin_api::AdminState::new(store.clone(), auth, admin_api::Metrics::new())
+            .with_readiness(listeners.clone()),
+    );
     let admin_listener = tokio::net::TcpListener::bind(s.admin.listen)
         .await
         .with_context(|| format!("admin.listen: binding {}", s.admin.listen))?;
@@ -262,6 +279,9 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         "dev certificate: {}",
         s.data_dir.join("ript-cert.pem").display()
     ));
+    listeners
+        .up
+        .store(true, std::sync::atomic::Ordering::Release);
     say(&format!(
         "ript listening on https://{addr}{}",
         ript_proto::ROOT_PATH

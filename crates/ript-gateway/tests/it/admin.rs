@@ -81,6 +81,9 @@ fn configuration_made_through_the_admin_api_survives_a_restart() {
     );
     let (status, _) = http(admin, "GET", "/healthz", None, None);
     assert_eq!(status, 200);
+    // Listeners are up (the gateway printed its RIPT address) and SQLite answers.
+    let (status, body) = http(admin, "GET", "/readyz", None, None);
+    assert_eq!(status, 200, "{body}");
 }
 
 /// A SIP peer created through the admin API admits its allow-listed source from the next

@@ -27,6 +27,68 @@ pub const CALLS_STARTED: &str = "gateway_calls_started_total";
 pub const CALLS_ENDED: &str = "gateway_calls_ended_total";
 pub const CALLS_ACTIVE: &str = "gateway_calls_active";
 pub const CONFIG_RELOADS: &str = "gateway_config_reloads_total";
+pub const SIP_MESSAGES: &str = "sip_messages_total";
+pub const RIPT_REQUESTS: &str = "ript_requests_total";
+
+/// SIP methods counted under their own name; any other counts as `other`.
+const SIP_METHODS: &[&str] = &[
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "INFO",
+    "PRACK",
+    "UPDATE",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+];
+
+/// SIP status codes counted exactly; others count as their class (`4xx`).
+const SIP_COMMON_STATUS: &[u16] = &[
+    100, 180, 181, 182, 183, 200, 202, 301, 302, 400, 401, 403, 404, 405, 407, 408, 410, 415, 420,
+    480, 481, 483, 484, 486, 487, 488, 491, 500, 501, 502, 503, 504, 600, 603, 604, 606,
+];
+
+/// Which way a SIP message crossed the gateway's transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    In,
+    Out,
+}
+
+impl Flow {
+    fn label(self) -> &'static str {
+        match self {
+            Flow::In => "in",
+            Flow::Out => "out",
+        }
+    }
+}
+
+/// A bounded label for a SIP method (methods are case-sensitive, RFC 3261 §7.1).
+fn sip_method_label(method: &str) -> &'static str {
+    SIP_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The exact code for common SIP statuses, else the class; `other` outside 100..=699.
+fn sip_status_label(status: u16) -> String {
+    if SIP_COMMON_STATUS.contains(&status) {
+        status.to_string()
+    } else if (100..=699).contains(&status) {
+        format!("{}xx", status / 100)
+    } else {
+        "other".to_owned()
+    }
+}
 
 /// Direction of a call relative to the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +181,18 @@ impl Metrics {
             "Calls ended, by direction and outcome bucket".into(),
         );
         r.describe_gauge(CALLS_ACTIVE.into(), None, "Calls in progress".into());
+        r.describe_counter(
+            SIP_MESSAGES.into(),
+            None,
+            "SIP messages sent and received (retransmissions included), by direction, kind, \
+             method (the CSeq method for responses) and status"
+                .into(),
+        );
+        r.describe_counter(
+            RIPT_REQUESTS.into(),
+            None,
+            "RIPT requests answered, by route template and response status".into(),
+        );
         r.describe_counter(
             CONFIG_RELOADS.into(),
             None,
@@ -216,5 +290,78 @@ impl Metrics {
 
     pub fn config_reloaded(&self) {
         self.counter(CONFIG_RELOADS, vec![]).increment(1);
+    }
+
+    /// One SIP request in or out; `method` as on the wire (unknown ones count as `other`).
+    pub fn sip_request(&self, flow: Flow, method: &str) {
+        self.counter(
+            SIP_MESSAGES,
+            vec![
+                Label::new("direction", flow.label()),
+                Label::new("kind", "request"),
+                Label::new("method", sip_method_label(method)),
+                Label::new("status", ""),
+            ],
+        )
+        .increment(1);
+    }
+
+    /// One SIP response in or out; `method` is its CSeq method.
+    pub fn sip_response(&self, flow: Flow, method: &str, status: u16) {
+        self.counter(
+            SIP_MESSAGES,
+            vec![
+                Label::new("direction", flow.label()),
+                Label::new("kind", "response"),
+                Label::new("method", sip_method_label(method)),
+                Label::new("status", sip_status_label(status)),
+            ],
+        )
+        .increment(1);
+    }
+
+    /// One RIPT request: `resource` is its route template (`/providertgs/{tg}/calls`, never
+    /// a raw path), `status` that of the response head, `None` when none was sent.
+    pub fn ript_request(&self, resource: &'static str, status: Option<u16>) {
+        let status = match status {
+            Some(s) if (100..=599).contains(&s) => s.to_string(),
+            Some(_) => "other".to_owned(),
+            None => "none".to_owned(),
+        };
+        self.counter(
+            RIPT_REQUESTS,
+            vec![
+                Label::new("resource", resource),
+                Label::new("status", status),
+            ],
+        )
+        .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_and_ript_labels_are_bounded() {
+        let m = Metrics::new();
+        m.sip_request(Flow::In, "OPTIONS");
+        m.sip_request(Flow::In, "FOO123");
+        m.sip_response(Flow::Out, "OPTIONS", 200);
+        m.sip_response(Flow::Out, "INVITE", 499);
+        m.ript_request("/providertgs/{tg}/calls", Some(201));
+        m.ript_request("other", None);
+        let text = m.render();
+        for line in [
+            r#"sip_messages_total{direction="in",kind="request",method="OPTIONS",status=""} 1"#,
+            r#"sip_messages_total{direction="in",kind="request",method="other",status=""} 1"#,
+            r#"sip_messages_total{direction="out",kind="response",method="OPTIONS",status="200"} 1"#,
+            r#"sip_messages_total{direction="out",kind="response",method="INVITE",status="4xx"} 1"#,
+            r#"ript_requests_total{resource="/providertgs/{tg}/calls",status="201"} 1"#,
+            r#"ript_requests_total{resource="other",status="none"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -26,6 +26,38 @@ impl ServerApp for App {
     }
 }
 
+/// Feeds SIP message counts into the admin API's registry.
+#[derive(Debug)]
+struct SipMetrics(admin_api::Metrics);
+
+impl sip_transport::Observer for SipMetrics {
+    fn message(
+        &self,
+        direction: sip_transport::observe::Direction,
+        info: sip_transport::observe::MessageInfo<'_>,
+    ) {
+        use sip_transport::observe::{Direction as D, MessageInfo as M};
+        let flow = match direction {
+            D::In => admin_api::Flow::In,
+            D::Out => admin_api::Flow::Out,
+        };
+        match info {
+            M::Request { method } => self.0.sip_request(flow, method),
+            M::Response { status, method } => self.0.sip_response(flow, method, status),
+        }
+    }
+}
+
+/// Feeds RIPT request counts into the admin API's registry.
+#[derive(Debug)]
+struct RiptMetrics(admin_api::Metrics);
+
+impl ript_h3::server::RequestObserver for RiptMetrics {
+    fn request(&self, resource: &'static str, status: Option<u16>) {
+        self.0.ript_request(resource, status);
+    }
+}
+
 /// Loads the dev identity from `dir`, generating it on first start.
 fn identity(dir: &Path) -> anyhow::Result<Identity> {
     let (cert, key) = (dir.join("ript-cert.pem"), dir.join("ript-key.pem"));
@@ -188,9 +220,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         .with_static_token(&admin_token)
         .map_err(|e| anyhow::anyhow!("admin.token: {e}"))?
         .with_store_tokens();
+    // One registry: the admin router renders it, the SIP and RIPT observers feed it.
+    let metrics = admin_api::Metrics::new();
     let listeners = Arc::new(Listeners::default());
     let admin = admin_api::router(
-        admin_api::AdminState::new(store.clone(), auth, admin_api::Metrics::new())
+        admin_api::AdminState::new(store.clone(), auth, metrics.clone())
             .with_readiness(listeners.clone()),
     );
     let admin_listener = tokio::net::TcpListener::bind(s.admin.listen)
@@ -219,6 +253,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     };
     let mut opts = ServerOptions::new(s.ript.listen, id, vec![tg]);
     opts.authority = s.ript.authority.clone();
+    opts.observer = Some(Arc::new(RiptMetrics(metrics.clone())));
     let admission = crate::sip::Admission {
         allow: s.sip.allow,
         users: s.sip.users,
@@ -253,6 +288,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         listen,
         tls_server,
         tls_client,
+        observer: Some(Arc::new(SipMetrics(metrics))),
         ..Default::default()
     };
     let endpoint = sip_transport::Endpoint::bind(cfg)

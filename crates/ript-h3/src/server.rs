@@ -48,6 +48,69 @@ pub trait ServerApp: Send + Sync + 'static {
     }
 }
 
+/// Told about each request this server answers: its route template (`/providertgs/{tg}/calls`,
+/// never the raw path) and the status of the response head, `None` when the request ended
+/// without one (the peer went away). Called as the head is sent, so long-lived requests
+/// (event byways, media sessions) count when they start. Must be quick and not block.
+pub trait RequestObserver: Send + Sync + std::fmt::Debug {
+    fn request(&self, resource: &'static str, status: Option<u16>);
+}
+
+/// The route template of a request path, from a fixed set; `"other"` for unknown paths.
+pub fn resource_template(path: &str) -> &'static str {
+    if path == ript_proto::OAUTH_PATH {
+        return "/oauth";
+    }
+    let Some(rest) = path.strip_prefix(ript_proto::ROOT_PATH) else {
+        return "other";
+    };
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["providertgs"] => "/providertgs",
+        ["providertgs", _] => "/providertgs/{tg}",
+        ["providertgs", _, "handlers"] => "/providertgs/{tg}/handlers",
+        ["providertgs", _, "handlers", _] => "/providertgs/{tg}/handlers/{id}",
+        ["providertgs", _, "certs"] => "/providertgs/{tg}/certs",
+        ["providertgs", _, "certs", _] => "/providertgs/{tg}/certs/{id}",
+        ["providertgs", _, "calls"] => "/providertgs/{tg}/calls",
+        ["providertgs", _, "calls", _] => "/providertgs/{tg}/calls/{call}",
+        ["providertgs", _, "calls", _, "events"] => "/providertgs/{tg}/calls/{call}/events",
+        ["providertgs", _, "calls", _, "media"] => "/providertgs/{tg}/calls/{call}/media",
+        ["customertgs"] => "/customertgs",
+        ["customertgs", _] => "/customertgs/{id}",
+        _ => "other",
+    }
+}
+
+/// The request task's report, reached from wherever its response head is sent.
+struct Tracker {
+    observer: Arc<dyn RequestObserver>,
+    resource: &'static str,
+    reported: std::cell::Cell<bool>,
+}
+
+impl Tracker {
+    fn report(&self, status: Option<u16>) {
+        if !self.reported.replace(true) {
+            self.observer.request(self.resource, status);
+        }
+    }
+}
+
+tokio::task_local! {
+    static TRACKER: Tracker;
+}
+
+/// Sends a response head, telling the request's observer (if any) its status.
+async fn send_head(
+    stream: &mut SrvStream,
+    resp: Response<()>,
+) -> Result<(), h3::error::StreamError> {
+    let status = resp.status().as_u16();
+    let _ = TRACKER.try_with(|t| t.report(Some(status)));
+    stream.send_response(resp).await
+}
+
 /// A trunk group this server hosts.
 #[derive(Debug, Clone)]
 pub struct HostedTg {
@@ -83,6 +146,8 @@ pub struct ServerOptions {
     pub enable_datagrams: bool,
     /// ript-profile §7's 30 s; shorter only in tests.
     pub no_byway_timeout: std::time::Duration,
+    /// Told about every request (see [`RequestObserver`]); none by default.
+    pub observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl ServerOptions {
@@ -95,6 +160,7 @@ impl ServerOptions {
             media_key: None,
             enable_datagrams: true,
             no_byway_timeout: ript_proto::call::NO_SIGNALING_BYWAY,
+            observer: None,
         }
     }
 }
@@ -241,6 +307,7 @@ struct Shared {
     media_key: Option<[u8; 16]>,
     enable_datagrams: bool,
     no_byway_timeout: std::time::Duration,
+    observer: Option<Arc<dyn RequestObserver>>,
     next_get: std::sync::atomic::AtomicU64,
     connections: std::sync::atomic::AtomicU64,
 }
@@ -322,6 +389,7 @@ impl Server {
             media_key: opts.media_key,
             enable_datagrams: opts.enable_datagrams,
             no_byway_timeout: opts.no_byway_timeout,
+            observer: opts.observer,
             next_get: std::sync::atomic::AtomicU64::new(1),
             connections: std::sync::atomic::AtomicU64::new(0),
         });
@@ -429,9 +497,22 @@ async fn drive_connection(shared: Arc<Shared>, conn: quinn::Connection) {
                             )
                             .await
                             {
-                                Ok(Ok((req, stream))) => {
-                                    handle_request(sh, dm, out, qc, req, stream).await
-                                }
+                                Ok(Ok((req, stream))) => match sh.observer.clone() {
+                                    Some(observer) => {
+                                        let tracker = Tracker {
+                                            observer,
+                                            resource: resource_template(req.uri().path()),
+                                            reported: std::cell::Cell::new(false),
+                                        };
+                                        TRACKER
+                                            .scope(tracker, async move {
+                                                handle_request(sh, dm, out, qc, req, stream).await;
+                                                TRACKER.with(|t| t.report(None));
+                                            })
+                                            .await
+                                    }
+                                    None => handle_request(sh, dm, out, qc, req, stream).await,
+                                },
                                 Ok(Err(e)) => debug!(error = %e, "malformed request head"),
                                 Err(_) => debug!("no request head within the timeout"),
                             }
@@ -513,7 +594,7 @@ async fn respond(
         b = b.header(*k, v.as_str());
     }
     let Ok(resp) = b.body(()) else { return };
-    if stream.send_response(resp).await.is_err() {
+    if send_head(stream, resp).await.is_err() {
         return;
     }
     if !body.is_empty() && stream.send_data(Bytes::from(body)).await.is_err() {
@@ -1088,7 +1169,7 @@ async fn reverse_events(
         .header("content-type", "application/json")
         .body(());
     let ok = match resp {
-        Ok(r) => stream.send_response(r).await.is_ok(),
+        Ok(r) => send_head(stream, r).await.is_ok(),
         Err(_) => false,
     };
     if ok {
@@ -1126,7 +1207,7 @@ async fn forward_events(tx: mpsc::Sender<Cmd>, stream: &mut SrvStream) -> Result
     let mut ended = orx.await.map_err(|_| Rerr::NotFound)??;
     let resp = Response::builder().status(StatusCode::OK).body(());
     if let Ok(r) = resp
-        && stream.send_response(r).await.is_ok()
+        && send_head(stream, r).await.is_ok()
     {
         let mut dec = EventDecoder::new();
         loop {
@@ -1207,7 +1288,7 @@ async fn datagram_session(
     orx.await.map_err(|_| Rerr::NotFound)??;
     lock(&ctx.demux).insert(sid, tx.clone());
     if let Ok(r) = Response::builder().status(200).body(())
-        && stream.send_response(r).await.is_ok()
+        && send_head(stream, r).await.is_ok()
     {
         // The session lasts as long as the CONNECT stream.
         while let Ok(Some(_)) = stream.recv_data().await {}

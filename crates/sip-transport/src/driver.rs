@@ -4,6 +4,7 @@
 use crate::Error;
 use crate::conn::{self, Counters, Stats, StreamSettings};
 use crate::listen::{Listen, Target, Transport};
+use crate::observe::{self, Direction, Observer};
 use sip_proto::layer::{LayerOutput, TxnId, TxnLayer};
 use sip_proto::msg::{self, Headers, Message, MsgError, Request, Response};
 use sip_proto::txn::{Reliability, Timer, TimerConfig};
@@ -41,6 +42,8 @@ pub struct EndpointConfig {
     pub max_inbound_connections: usize,
     /// Bound on an outgoing connect, and on a TLS handshake in either direction.
     pub connect_timeout: Duration,
+    /// Told about every message in and out (see [`Observer`]); none by default.
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl Default for EndpointConfig {
@@ -55,6 +58,7 @@ impl Default for EndpointConfig {
             idle_timeout: Duration::from_secs(300),
             max_inbound_connections: 1024,
             connect_timeout: Duration::from_secs(10),
+            observer: None,
         }
     }
 }
@@ -345,6 +349,7 @@ impl Endpoint {
                 setup_timeout: streams.setup_timeout,
                 counters: streams.counters.clone(),
             },
+            observer: cfg.observer,
         };
         tokio::spawn(driver.run(cmd_rx));
         Ok(Endpoint {
@@ -614,6 +619,7 @@ struct Driver {
     /// Settings for connections the driver opens; its sender is upgraded from a weak one so
     /// the driver does not keep its own command channel open.
     stream_template: StreamTemplate,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 struct StreamTemplate {
@@ -931,6 +937,9 @@ impl Driver {
         self.prepare(&mut ack, &target)?;
         let dest = self.dest(&target)?;
         if self.send(&dest, ack.to_bytes()) {
+            if let Some(o) = &self.observer {
+                observe::request(o.as_ref(), Direction::Out, &ack);
+            }
             Ok(())
         } else {
             Err(Error::Transport(target.addr))
@@ -952,7 +961,11 @@ impl Driver {
                 for (k, v) in extra {
                     let _ = r.headers_mut().push(k, v);
                 }
-                let _ = self.send(dest, r.to_bytes());
+                if self.send(dest, r.to_bytes())
+                    && let Some(o) = &self.observer
+                {
+                    observe::response(o.as_ref(), Direction::Out, &r);
+                }
             }
             Err(e) => debug!(error = %e, "cannot build a stateless response"),
         }
@@ -1032,6 +1045,9 @@ impl Driver {
         if !self.rate.allow(source.ip(), t) {
             debug!(%source, "rate limit: message dropped");
             return;
+        }
+        if let Some(o) = &self.observer {
+            observe::message(o.as_ref(), Direction::In, &msg);
         }
         let rel = if transport.is_stream() {
             Reliability::Reliable
@@ -1136,10 +1152,12 @@ impl Driver {
                     {
                         self.dests.insert(id, d.clone());
                     }
-                    if let Some(d) = self.dests.get(&id).cloned()
-                        && !self.send(&d, m.to_bytes())
-                    {
-                        self.transport_error(t, id);
+                    if let Some(d) = self.dests.get(&id).cloned() {
+                        if !self.send(&d, m.to_bytes()) {
+                            self.transport_error(t, id);
+                        } else if let Some(o) = &self.observer {
+                            observe::message(o.as_ref(), Direction::Out, &m);
+                        }
                     }
                 }
                 LayerOutput::Request {

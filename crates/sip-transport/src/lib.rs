@@ -36,11 +36,13 @@
 mod conn;
 mod driver;
 mod listen;
+pub mod observe;
 pub mod tls;
 
 pub use conn::Stats;
 pub use driver::{ALLOW, ClientTxn, Endpoint, EndpointConfig, Event, Handle, Incoming, Responder};
 pub use listen::{Listen, Target, Transport};
+pub use observe::Observer;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -13,6 +13,7 @@ mod admin;
 mod bench_smoke;
 mod config;
 mod interop;
+mod metrics;
 mod sip;
 mod sipp;
 mod torture;

@@ -21,15 +21,12 @@ use media_relay::{
     RtpPair,
 };
 use sip_proto::msg::{Message, Method, Request, Response};
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
-const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+mod common;
+use common::{Baresip, LO, free_port};
 /// baresip's microphone (ausine).
 const TONE_HZ: f64 = 440.0;
 /// What we send: 3 s of a 1 kHz tone.
@@ -38,41 +35,19 @@ const OUR_PACKETS: u32 = 150;
 /// The dynamic payload type we offer Opus on.
 const OPUS_PT: u8 = 111;
 
-/// A baresip process with its own config directory; killed and cleaned up on drop.
-struct Baresip {
-    child: Child,
-    dir: PathBuf,
-    sip: SocketAddr,
-    log: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Drop for Baresip {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 impl Baresip {
     fn start(sip_port: u16) -> Baresip {
         let dir = std::env::temp_dir().join(format!("baresip-opus-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("accounts"),
-            "<sip:bob@127.0.0.1>;regint=0;answermode=auto\n",
-        )
-        .unwrap();
         // opus only, so nothing else can be negotiated; ausine (48 kHz stereo only, which is
         // Opus's rate) is the source; aubridge is a player that needs no sound device;
-        // sndfile dumps what baresip decoded. net_interface keeps baresip's SDP on loopback.
-        std::fs::write(
-            dir.join("config"),
-            format!(
-                "sip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n\
-                 module_path /usr/lib/baresip/modules\nmodule opus.so\nmodule ausine.so\n\
+        // sndfile dumps what baresip decoded.
+        Baresip::launch(
+            dir.clone(),
+            sip_port,
+            "<sip:bob@127.0.0.1>;regint=0;answermode=auto\n",
+            &format!(
+                "module opus.so\nmodule ausine.so\n\
                  module aubridge.so\nmodule_app account.so\nmodule_app menu.so\n\
                  audio_player aubridge,nil\naudio_source ausine,{}\n\
                  rtcp_mux no\nmodule sndfile.so\nsnd_path {}\n",
@@ -80,72 +55,6 @@ impl Baresip {
                 dir.display()
             ),
         )
-        .unwrap();
-        let mut child = Command::new("baresip")
-            .arg("-f")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("baresip not runnable ({e}): run scripts/test, which installs it")
-            });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut b = Baresip {
-            child,
-            dir,
-            sip: SocketAddr::new(LO, sip_port),
-            log,
-            seen: Vec::new(),
-        };
-        b.wait_for("baresip is ready", Duration::from_secs(10));
-        b
-    }
-
-    /// Blocks until baresip logs a line containing `what`; panics with the log otherwise.
-    fn wait_for(&mut self, what: &str, limit: Duration) -> String {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(what) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("baresip never logged {what:?}:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn log_so_far(&mut self) -> String {
-        self.seen.extend(self.log.try_iter());
-        self.seen.join("\n")
-    }
-}
-
-/// A port free for UDP and TCP whose successor is free for TCP too: baresip binds UDP and
-/// TCP on `sip_listen` and SIP over TLS on the next port.
-fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if p < u16::MAX
-            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-        {
-            return p;
-        }
     }
 }
 

@@ -20,13 +20,13 @@ use media_relay::{
     Bridge, BridgeStats, Codec, DtmfMode, Latch, LegConfig, LegMedia, PortAllocator, PortRange,
     RtpPair,
 };
-use sip_proto::msg::{Message, Method, Request, Response};
+use sip_proto::msg::Method;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
 mod common;
-use common::{Baresip, LO, free_port};
+use common::{Baresip, LO, Sip, free_port, tone_share, within};
 /// baresip's microphone (ausine).
 const TONE_HZ: f64 = 440.0;
 /// What we send: 3 s of a 1 kHz tone.
@@ -56,85 +56,6 @@ impl Baresip {
             ),
         )
     }
-}
-
-/// Share of the signal's energy at `hz` for a `rate` Hz signal (Goertzel over the whole
-/// buffer; a pure tone's power is energy · N / 2).
-fn tone_share(samples: &[i16], hz: f64, rate: f64) -> f64 {
-    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
-    let (mut s1, mut s2, mut energy) = (0.0f64, 0.0f64, 0.0f64);
-    for &x in samples {
-        let x = f64::from(x);
-        energy += x * x;
-        let s0 = x + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-    power * 2.0 / (energy * samples.len() as f64).max(1.0)
-}
-
-struct Sip {
-    sock: UdpSocket,
-    baresip: SocketAddr,
-    call_id: String,
-}
-
-impl Sip {
-    fn request(&self, method: Method, uri: &str, cseq: u32, to: &str) -> Request {
-        let local = self.sock.local_addr().unwrap();
-        Request::new(method.clone(), uri)
-            .unwrap()
-            .with_header(
-                "Via",
-                &format!(
-                    "SIP/2.0/UDP {local};branch=z9hG4bK{}{cseq}{method}",
-                    self.call_id
-                ),
-            )
-            .unwrap()
-            .with_header("Max-Forwards", "70")
-            .unwrap()
-            .with_header("From", "<sip:alice@127.0.0.1>;tag=opus-test")
-            .unwrap()
-            .with_header("To", to)
-            .unwrap()
-            .with_header("Call-ID", &self.call_id)
-            .unwrap()
-            .with_header("CSeq", &format!("{cseq} {method}"))
-            .unwrap()
-            .with_header("Contact", &format!("<sip:alice@{local}>"))
-            .unwrap()
-    }
-
-    async fn send(&self, r: &Request) {
-        self.sock
-            .send_to(&r.to_bytes(), self.baresip)
-            .await
-            .unwrap();
-    }
-
-    /// The next final response to `method` (provisional ones and retransmissions of
-    /// other transactions are skipped).
-    async fn final_response(&self, method: Method) -> Response {
-        let mut buf = vec![0u8; 65536];
-        within(Duration::from_secs(10), async {
-            loop {
-                let (n, _) = self.sock.recv_from(&mut buf).await.unwrap();
-                let Ok((Message::Response(r), _)) = sip_proto::msg::parse(&buf[..n]) else {
-                    continue;
-                };
-                if r.status() >= 200 && r.headers().cseq().unwrap().1 == method {
-                    return r;
-                }
-            }
-        })
-        .await
-    }
-}
-
-async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
-    tokio::time::timeout(limit, f).await.expect("timed out")
 }
 
 fn ports() -> PortRange {

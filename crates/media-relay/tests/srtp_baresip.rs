@@ -21,14 +21,14 @@
 
 use media_proto::srtp::{CryptoAttr, MasterKey, SessionKeys, Suite};
 use media_relay::{Bridge, BridgeStats, Latch, LegConfig, PortAllocator, PortRange, RtpPair};
-use sip_proto::msg::{Message, Method, Request, Response};
+use sip_proto::msg::Method;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
 mod common;
-use common::{Baresip, LO, free_port};
+use common::{Baresip, LO, Sip, free_port, tone_share, within};
 /// The SSRC of the stream this test sends; baresip's reports name it.
 const OUR_SSRC: u32 = 0x5EC0_0001;
 const FIRST_SEQ: u16 = 1000;
@@ -120,24 +120,6 @@ fn linear_to_ulaw(s: i16) -> u8 {
     !(sign | (exponent << 4) | mantissa) as u8
 }
 
-/// Share of the signal's energy at `hz` (Goertzel over the whole buffer, 8 kHz).
-fn tone_share(samples: &[i16], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-    let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    let mut energy = 0.0;
-    for &x in samples {
-        let x = f64::from(x);
-        energy += x * x;
-        let s0 = x + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-    // A pure tone's Goertzel power is energy · N / 2.
-    power * 2.0 / (energy * samples.len() as f64).max(1.0)
-}
-
 fn random_bytes(n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n + 8);
     while out.len() < n {
@@ -147,69 +129,6 @@ fn random_bytes(n: usize) -> Vec<u8> {
     }
     out.truncate(n);
     out
-}
-
-struct Sip {
-    sock: UdpSocket,
-    baresip: SocketAddr,
-    call_id: String,
-}
-
-impl Sip {
-    fn request(&self, method: Method, uri: &str, cseq: u32, to: &str) -> Request {
-        let local = self.sock.local_addr().unwrap();
-        Request::new(method.clone(), uri)
-            .unwrap()
-            .with_header(
-                "Via",
-                &format!(
-                    "SIP/2.0/UDP {local};branch=z9hG4bK{}{cseq}{method}",
-                    self.call_id
-                ),
-            )
-            .unwrap()
-            .with_header("Max-Forwards", "70")
-            .unwrap()
-            .with_header("From", "<sip:alice@127.0.0.1>;tag=srtp-test")
-            .unwrap()
-            .with_header("To", to)
-            .unwrap()
-            .with_header("Call-ID", &self.call_id)
-            .unwrap()
-            .with_header("CSeq", &format!("{cseq} {method}"))
-            .unwrap()
-            .with_header("Contact", &format!("<sip:alice@{local}>"))
-            .unwrap()
-    }
-
-    async fn send(&self, r: &Request) {
-        self.sock
-            .send_to(&r.to_bytes(), self.baresip)
-            .await
-            .unwrap();
-    }
-
-    /// The next final response to `method` (provisional ones and retransmissions of
-    /// other transactions are skipped).
-    async fn final_response(&self, method: Method) -> Response {
-        let mut buf = vec![0u8; 65536];
-        within(Duration::from_secs(10), async {
-            loop {
-                let (n, _) = self.sock.recv_from(&mut buf).await.unwrap();
-                let Ok((Message::Response(r), _)) = sip_proto::msg::parse(&buf[..n]) else {
-                    continue;
-                };
-                if r.status() >= 200 && r.headers().cseq().unwrap().1 == method {
-                    return r;
-                }
-            }
-        })
-        .await
-    }
-}
-
-async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
-    tokio::time::timeout(limit, f).await.expect("timed out")
 }
 
 /// RFC 3550 §6.4: the report block about `ssrc` in a compound RTCP packet, as (cumulative
@@ -366,7 +285,7 @@ async fn call(suite: Suite, slot: u16) {
         }
     })
     .await;
-    let share = tone_share(&audio_in, TONE_HZ);
+    let share = tone_share(&audio_in, TONE_HZ, 8000.0);
     assert!(
         share > 0.8,
         "{suite}: baresip's 440 Hz tone holds {share:.2} of the energy"
@@ -440,7 +359,7 @@ async fn call(suite: Suite, slot: u16) {
         voiced > 4000,
         "{suite}: baresip decoded {voiced} loud samples of ours"
     );
-    let share = tone_share(&decoded, OUR_HZ);
+    let share = tone_share(&decoded, OUR_HZ, 8000.0);
     assert!(
         share > 0.5,
         "{suite}: our 1 kHz tone holds {share:.2} of what baresip decoded"

@@ -3,12 +3,14 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
+use sip_proto::msg::{Message, Method, Request, Response};
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+use tokio::net::UdpSocket;
 
 pub const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -111,4 +113,84 @@ pub fn free_port() -> u16 {
             return p;
         }
     }
+}
+
+/// Share of the signal's energy at `hz` for a `rate` Hz signal (Goertzel over the whole
+/// buffer; a pure tone's power is energy · N / 2).
+pub fn tone_share(samples: &[i16], hz: f64, rate: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
+    let (mut s1, mut s2, mut energy) = (0.0f64, 0.0f64, 0.0f64);
+    for &x in samples {
+        let x = f64::from(x);
+        energy += x * x;
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    power * 2.0 / (energy * samples.len() as f64).max(1.0)
+}
+
+/// A hand-driven SIP UAC on a UDP socket: enough to INVITE baresip and hang up.
+pub struct Sip {
+    pub sock: UdpSocket,
+    pub baresip: SocketAddr,
+    pub call_id: String,
+}
+
+impl Sip {
+    pub fn request(&self, method: Method, uri: &str, cseq: u32, to: &str) -> Request {
+        let local = self.sock.local_addr().unwrap();
+        Request::new(method.clone(), uri)
+            .unwrap()
+            .with_header(
+                "Via",
+                &format!(
+                    "SIP/2.0/UDP {local};branch=z9hG4bK{}{cseq}{method}",
+                    self.call_id
+                ),
+            )
+            .unwrap()
+            .with_header("Max-Forwards", "70")
+            .unwrap()
+            .with_header("From", "<sip:alice@127.0.0.1>;tag=relay-test")
+            .unwrap()
+            .with_header("To", to)
+            .unwrap()
+            .with_header("Call-ID", &self.call_id)
+            .unwrap()
+            .with_header("CSeq", &format!("{cseq} {method}"))
+            .unwrap()
+            .with_header("Contact", &format!("<sip:alice@{local}>"))
+            .unwrap()
+    }
+
+    pub async fn send(&self, r: &Request) {
+        self.sock
+            .send_to(&r.to_bytes(), self.baresip)
+            .await
+            .unwrap();
+    }
+
+    /// The next final response to `method` (provisional ones and retransmissions of
+    /// other transactions are skipped).
+    pub async fn final_response(&self, method: Method) -> Response {
+        let mut buf = vec![0u8; 65536];
+        within(Duration::from_secs(10), async {
+            loop {
+                let (n, _) = self.sock.recv_from(&mut buf).await.unwrap();
+                let Ok((Message::Response(r), _)) = sip_proto::msg::parse(&buf[..n]) else {
+                    continue;
+                };
+                if r.status() >= 200 && r.headers().cseq().unwrap().1 == method {
+                    return r;
+                }
+            }
+        })
+        .await
+    }
+}
+
+pub async fn within<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
+    tokio::time::timeout(limit, f).await.expect("timed out")
 }

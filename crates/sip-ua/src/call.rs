@@ -338,7 +338,14 @@ impl Task {
             self.input.close();
             while let Ok(i) = self.input.try_recv() {
                 if let Input::Request(inc) = i {
-                    crate::respond(&self.s, &inc, 481, "Call/Transaction Does Not Exist").await;
+                    crate::answer(
+                        &self.s,
+                        inc.txn,
+                        &inc.request,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                    )
+                    .await;
                 }
             }
         }

@@ -20,7 +20,8 @@ pub use call::{Call, CallOptions, IncomingCall};
 pub use registration::{RegState, RegistrationHandle};
 pub use sip_proto::session::{EndReason, OfferKind, Rel100, SessionEvent};
 
-use sip_proto::msg::{Method, MsgError, Response};
+use sip_proto::layer::TxnId;
+use sip_proto::msg::{Method, MsgError, Request, Response};
 use sip_proto::register::RegisterError;
 use sip_proto::session::SessionError;
 use sip_transport::{Endpoint, Event, Handle, Incoming, Listen, Target, Transport};
@@ -300,12 +301,12 @@ async fn route_request(s: &Arc<Shared>, inc: Incoming, app: &mpsc::Sender<UaEven
     if method == Method::Invite && !to_tag {
         if owner(s, Some(&call_id)).is_some() {
             // RFC 3261 §8.2.2.2: the same call arriving again by another path.
-            respond(s, &inc, 482, "Loop Detected").await;
+            answer(s, inc.txn, &inc.request, 482, "Loop Detected").await;
             return;
         }
         if app.capacity() == 0 {
             warn!("application overloaded: INVITE refused");
-            respond(s, &inc, 503, "Service Unavailable").await;
+            answer(s, inc.txn, &inc.request, 503, "Service Unavailable").await;
             return;
         }
         let span = info_span!("call", call_id = %call_id);
@@ -321,14 +322,7 @@ async fn route_request(s: &Arc<Shared>, inc: Incoming, app: &mpsc::Sender<UaEven
             Ok(None) => {}
             Err(e) => {
                 warn!(error = %e, "incoming INVITE not taken");
-                let fake = Incoming {
-                    txn,
-                    request,
-                    source: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-                    transport: Transport::Udp,
-                    cancels: None,
-                };
-                respond(s, &fake, 500, "Server Internal Error").await;
+                answer(s, txn, &request, 500, "Server Internal Error").await;
             }
         }
         return;
@@ -337,10 +331,17 @@ async fn route_request(s: &Arc<Shared>, inc: Incoming, app: &mpsc::Sender<UaEven
         match tx.try_send(Input::Request(inc)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(Input::Request(inc))) => {
-                respond(s, &inc, 503, "Service Unavailable").await;
+                answer(s, inc.txn, &inc.request, 503, "Service Unavailable").await;
             }
             Err(mpsc::error::TrySendError::Closed(Input::Request(inc))) => {
-                respond(s, &inc, 481, "Call/Transaction Does Not Exist").await;
+                answer(
+                    s,
+                    inc.txn,
+                    &inc.request,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                )
+                .await;
             }
             Err(_) => {}
         }
@@ -348,26 +349,34 @@ async fn route_request(s: &Arc<Shared>, inc: Incoming, app: &mpsc::Sender<UaEven
     }
     if to_tag || method == Method::Cancel || method == Method::Ack {
         if method != Method::Ack {
-            respond(s, &inc, 481, "Call/Transaction Does Not Exist").await;
+            answer(
+                s,
+                inc.txn,
+                &inc.request,
+                481,
+                "Call/Transaction Does Not Exist",
+            )
+            .await;
         }
         return;
     }
     match app.try_send(UaEvent::Request(inc)) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(UaEvent::Request(inc))) => {
-            respond(s, &inc, 503, "Service Unavailable").await;
+            answer(s, inc.txn, &inc.request, 503, "Service Unavailable").await;
         }
         Err(_) => warn!("no application: request dropped"),
     }
 }
 
-pub(crate) async fn respond(s: &Shared, inc: &Incoming, status: u16, reason: &str) {
-    if inc.request.method() == &Method::Ack {
+/// Answers `request` on its server transaction `txn` (never an ACK, which has none).
+pub(crate) async fn answer(s: &Shared, txn: TxnId, request: &Request, status: u16, reason: &str) {
+    if request.method() == &Method::Ack {
         return;
     }
-    match Response::for_request(&inc.request, status, reason, &random_token()) {
+    match Response::for_request(request, status, reason, &random_token()) {
         Ok(r) => {
-            let _ = s.handle.respond(inc.txn, r).await;
+            let _ = s.handle.respond(txn, r).await;
         }
         Err(e) => debug!(error = %e, "cannot answer"),
     }

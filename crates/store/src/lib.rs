@@ -34,6 +34,8 @@ mod repo;
 pub mod route;
 #[doc(hidden)]
 pub mod row;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod upstream;
 mod validate;
 

@@ -38,7 +38,7 @@ pub use calls::{CallControl, HangUp, NoCallControl};
 pub use common::{Endpoint, List, Paging};
 pub use error::{Error, PROBLEM_JSON, Problem, Result};
 pub use health::{AlwaysReady, ReadinessProbe, Status};
-pub use metrics::{Direction, Flow, Metrics};
+pub use metrics::{Direction, Flow, MediaLeg, Metrics};
 pub use secret::{MASK, SecretValue};
 
 use axum::Router;

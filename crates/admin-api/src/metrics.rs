@@ -19,6 +19,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Seconds from a call's arrival to its answer: ringing takes seconds, so the range is wide.
+const SETUP_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
 pub const HTTP_REQUESTS: &str = "admin_http_requests_total";
 pub const HTTP_DURATION: &str = "admin_http_request_duration_seconds";
 pub const DB_DURATION: &str = "db_query_duration_seconds";
@@ -26,6 +31,9 @@ pub const DB_ERRORS: &str = "db_query_errors_total";
 pub const CALLS_STARTED: &str = "gateway_calls_started_total";
 pub const CALLS_ENDED: &str = "gateway_calls_ended_total";
 pub const CALLS_ACTIVE: &str = "gateway_calls_active";
+pub const CALL_SETUP: &str = "gateway_call_setup_seconds";
+pub const MEDIA_PACKETS: &str = "gateway_media_packets_total";
+pub const MEDIA_LOST: &str = "gateway_media_packets_lost_total";
 pub const CONFIG_RELOADS: &str = "gateway_config_reloads_total";
 pub const SIP_MESSAGES: &str = "sip_messages_total";
 pub const RIPT_REQUESTS: &str = "ript_requests_total";
@@ -90,6 +98,22 @@ fn sip_status_label(status: u16) -> String {
     }
 }
 
+/// Which leg of a call media counters belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaLeg {
+    Sip,
+    Ript,
+}
+
+impl MediaLeg {
+    fn label(self) -> &'static str {
+        match self {
+            MediaLeg::Sip => "sip",
+            MediaLeg::Ript => "ript",
+        }
+    }
+}
+
 /// Direction of a call relative to the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -129,14 +153,17 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        // Both duration metrics become real histograms (bucketed) instead of the exporter's
-        // default summaries, so they aggregate across instances. (The call only fails for
-        // empty buckets, which the constant is not.)
+        // The duration metrics and call setup become real histograms (bucketed) instead of the
+        // exporter's default summaries, so they aggregate across instances. (The calls only
+        // fail for empty buckets, which the constants are not.)
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Suffix("_duration_seconds".to_owned()),
                 LATENCY_BUCKETS,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(CALL_SETUP.to_owned()), SETUP_BUCKETS)
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -193,6 +220,23 @@ impl Metrics {
             None,
             "RIPT requests answered, by route template and response status".into(),
         );
+        r.describe_histogram(
+            CALL_SETUP.into(),
+            Some(Unit::Seconds),
+            "Call setup time, from the call's arrival to its answer, by direction".into(),
+        );
+        r.describe_counter(
+            MEDIA_PACKETS.into(),
+            None,
+            "Media packets (RTP packets or RIPT chunks) relayed, by leg and direction".into(),
+        );
+        r.describe_counter(
+            MEDIA_LOST.into(),
+            None,
+            "Media packets lost, by leg and direction (inbound: sequence gaps; outbound: \
+             chunks the peer never acknowledged)"
+                .into(),
+        );
         r.describe_counter(
             CONFIG_RELOADS.into(),
             None,
@@ -204,6 +248,11 @@ impl Metrics {
                 .increment(0);
         }
         self.gauge(CALLS_ACTIVE, vec![]).set(0.0);
+        for leg in [MediaLeg::Sip, MediaLeg::Ript] {
+            for flow in [Flow::In, Flow::Out] {
+                self.media(leg, flow, 0, 0);
+            }
+        }
         self.counter(CONFIG_RELOADS, vec![]).increment(0);
     }
 
@@ -286,6 +335,25 @@ impl Metrics {
         )
         .increment(1);
         self.gauge(CALLS_ACTIVE, vec![]).decrement(1.0);
+    }
+
+    /// One answered call's setup time.
+    pub fn call_setup(&self, direction: Direction, seconds: f64) {
+        self.histogram(CALL_SETUP, vec![Label::new("direction", direction.label())])
+            .record(seconds);
+    }
+
+    /// Media counters of one call, added when it ends (or periodically). `leg` is `sip` or
+    /// `ript`; packets lost are counted apart.
+    pub fn media(&self, leg: MediaLeg, flow: Flow, packets: u64, lost: u64) {
+        let labels = || {
+            vec![
+                Label::new("leg", leg.label()),
+                Label::new("direction", flow.label()),
+            ]
+        };
+        self.counter(MEDIA_PACKETS, labels()).increment(packets);
+        self.counter(MEDIA_LOST, labels()).increment(lost);
     }
 
     pub fn config_reloaded(&self) {

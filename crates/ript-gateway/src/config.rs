@@ -27,6 +27,7 @@ pub const ENV: &[(&str, &str)] = &[
     ("RIPT_DATA_DIR", "data_dir"),
     ("DATABASE_URL", "database_url"),
     ("RIPT_SECRET_KEY_FILE", "secret_key_file"),
+    ("RIPT_INSTANCE_ID", "instance_id"),
     ("RIPT_LOG", "log"),
     ("RIPT_HTTP3_LISTEN", "ript.listen"),
     ("RIPT_AUTHORITY", "ript.authority"),
@@ -148,6 +149,9 @@ pub struct Settings {
     pub database_url: String,
     /// 32 bytes for secrets at rest; generated on first start.
     pub secret_key_file: PathBuf,
+    /// Names this instance in call snapshots; `None`: read from (or generated into)
+    /// `<data_dir>/instance-id`.
+    pub instance_id: Option<String>,
     /// A tracing filter that parses.
     pub log: String,
     pub ript: Ript,
@@ -317,6 +321,23 @@ fn from_config(e: config::ConfigError, origins: &HashMap<String, String>) -> Err
     }
 }
 
+/// An instance id names the instance in call snapshots and in `GET /calls?instance_id=`:
+/// 1 to 64 characters of `[A-Za-z0-9._-]`.
+pub fn instance_id_ok(i: &str) -> Result<(), String> {
+    if i.is_empty() || i.len() > 64 {
+        return Err(format!("{i:?} must be 1 to 64 characters"));
+    }
+    if !i
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(format!(
+            "{i:?} may hold only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
 /// A list in the file: a TOML array, or one string of comma-separated entries (the form
 /// environment variables and flags use).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -367,6 +388,7 @@ struct Layer {
     data_dir: String,
     database_url: Option<String>,
     secret_key_file: Option<String>,
+    instance_id: Option<String>,
     log: String,
     ript: RiptLayer,
     sip: SipLayer,
@@ -413,6 +435,7 @@ impl Default for Layer {
             data_dir: "./data".into(),
             database_url: None,
             secret_key_file: None,
+            instance_id: None,
             log: DEFAULT_LOG.into(),
             ript: RiptLayer::default(),
             sip: SipLayer::default(),
@@ -498,6 +521,10 @@ fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, E
             "secret_key_file",
             format!("{} is a directory", secret_key_file.display()),
         ));
+    }
+    let instance_id = l.instance_id.filter(|i| !i.is_empty());
+    if let Some(i) = &instance_id {
+        instance_id_ok(i).map_err(|r| err("instance_id", r))?;
     }
     tracing_subscriber::EnvFilter::try_new(&l.log)
         .map_err(|e| err("log", format!("{:?} is not a tracing filter: {e}", l.log)))?;
@@ -606,6 +633,7 @@ fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, E
         data_dir,
         database_url,
         secret_key_file,
+        instance_id,
         log: l.log,
         ript: Ript {
             listen: ript_listen,
@@ -828,6 +856,12 @@ mod tests {
         let cases: &[Case] = &[
             ("[sip]\nlissen = []\n", &[], "sip.lissen", "unknown key"),
             ("colour = 1\n", &[], "colour", "unknown key"),
+            (
+                "",
+                &[("RIPT_INSTANCE_ID", "gw 1/../x")],
+                "instance_id",
+                "may hold only letters",
+            ),
             (
                 "[ript]\nlisten = \"x\"\n",
                 &[],

@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod live;
 mod probe;
 mod run;
 mod sip;

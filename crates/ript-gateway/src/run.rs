@@ -111,6 +111,33 @@ fn token(dir: &Path, file: &str, what: &str, given: Option<String>) -> anyhow::R
     Ok(t)
 }
 
+/// The configured instance id, else the one stored in `<dir>/instance-id`, else a new one
+/// (`gw-` and 12 hex digits) stored there: it must survive restarts so the instance finds its
+/// own stale call snapshots.
+fn instance_id(dir: &Path, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(i) = given {
+        return Ok(i);
+    }
+    let path = dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(i) => {
+            let i = i.trim().to_owned();
+            crate::config::instance_id_ok(&i)
+                .map_err(|r| anyhow::anyhow!("instance_id: {} holds {r}", path.display()))?;
+            Ok(i)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut hex = uuid::Uuid::new_v4().simple().to_string();
+            hex.truncate(12);
+            let i = format!("gw-{hex}");
+            std::fs::write(&path, format!("{i}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(i)
+        }
+        Err(e) => Err(anyhow::anyhow!("instance_id: {}: {e}", path.display())),
+    }
+}
+
 /// The 32-byte key for secrets at rest: read from `path`, or drawn from the OS generator and
 /// stored there (0600) on first start. Losing it makes stored secrets unreadable, so a file of
 /// the wrong size is refused rather than replaced.
@@ -223,13 +250,19 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     // One registry: the admin router renders it, the SIP and RIPT observers feed it.
     let metrics = admin_api::Metrics::new();
     let listeners = Arc::new(Listeners::default());
+    let instance_id = instance_id(&s.data_dir, s.instance_id)?;
+    let live = crate::live::LiveCalls::new(instance_id.clone(), store.clone(), metrics.clone());
+    live.clear_stale().await;
     let admin = admin_api::router(
         admin_api::AdminState::new(store.clone(), auth, metrics.clone())
-            .with_readiness(listeners.clone()),
+            .with_readiness(listeners.clone())
+            .with_instance_id(instance_id.clone())
+            .with_call_control(live.clone()),
     );
     let admin_listener = tokio::net::TcpListener::bind(s.admin.listen)
         .await
         .with_context(|| format!("admin.listen: binding {}", s.admin.listen))?;
+    say(&format!("instance id: {instance_id}"));
     say(&format!(
         "admin api listening on http://{}",
         admin_listener.local_addr()?
@@ -326,8 +359,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         tokio::select! {
             call = server.next_call() => match call {
                 Some(c) => {
-                    let span = info_span!("call", call = %c.description.uri);
-                    tokio::spawn(echo(c).instrument(span));
+                    tokio::spawn(echo(c, live.clone()));
                 }
                 None => break,
             },
@@ -364,36 +396,107 @@ async fn shutdown_signal() {
     }
 }
 
-/// Answers and echoes every media chunk back on the server's first stream.
-async fn echo(mut c: IncomingCall) {
+/// Answers and echoes every media chunk back on the server's first stream. The call is a live
+/// call like any other: listed by the admin API, hung up by it, counted, and given a CDR.
+async fn echo(c: IncomingCall, live: Arc<crate::live::LiveCalls>) {
+    let call = live
+        .start(crate::live::NewCall {
+            direction: admin_api::Direction::RiptToSip,
+            sip_call_id: None,
+            ript_call_id: Some(c.description.uri.clone()),
+        })
+        .await;
+    let span = info_span!("call", id = %call.id(), ript = %c.description.uri);
+    echo_call(c, call).instrument(span).await;
+}
+
+async fn echo_call(mut c: IncomingCall, mut call: crate::live::LiveCall) {
     // Numbers stay out of info-level logs.
     tracing::debug!(to = %c.description.to, "call");
+    let mut end = crate::live::Ending {
+        bucket: "answered",
+        caller: c.description.from.clone(),
+        callee: c.description.to.clone(),
+        source: store::model::Endpoint {
+            kind: store::model::EndpointKind::HostedTg,
+            id: c.tg.clone(),
+        },
+        target: None,
+        route_id: None,
+        sip_codec: None,
+        ript_codec: None,
+        sip_status: None,
+        ript_reason: None,
+        media: store::cdr::MediaCounters::default(),
+    };
     if let Err(e) = c.control.state(EventKind::Answered, None).await {
         warn!(error = %e, "cannot answer");
+        end.bucket = "failed";
+        end.ript_reason = Some("failed".to_owned());
+        call.finish(end).await;
         return;
     }
-    while let Some(ev) = c.events.recv().await {
-        match ev {
-            ript_h3::CallEvent::Media(m) => {
-                let back = OutgoingMedia {
-                    source: 1,
-                    sink: m.source,
-                    payload_type: m.payload_type,
-                    timestamp_ms: m.timestamp_ms.unwrap_or_else(ript_h3::wall_ms),
-                    media: m.media,
-                    marker: m.marker,
-                    audio_level: m.audio_level,
-                };
-                match c.control.send_media(back) {
-                    Ok(()) | Err(ript_h3::Error::Backpressure) => {}
-                    Err(_) => break,
+    call.set_state("answered").await;
+    let (mut received, mut sent) = (0u64, 0u64);
+    let mut stats = None;
+    loop {
+        tokio::select! {
+            ev = c.events.recv() => match ev {
+                Some(ript_h3::CallEvent::Media(m)) => {
+                    received += 1;
+                    if end.ript_codec.is_none() {
+                        end.ript_codec = Some(m.payload_type.codec_name().map_or_else(
+                            || format!("pt{}", m.payload_type.0),
+                            str::to_owned,
+                        ));
+                    }
+                    let back = OutgoingMedia {
+                        source: 1,
+                        sink: m.source,
+                        payload_type: m.payload_type,
+                        timestamp_ms: m.timestamp_ms.unwrap_or_else(ript_h3::wall_ms),
+                        media: m.media,
+                        marker: m.marker,
+                        audio_level: m.audio_level,
+                    };
+                    match c.control.send_media(back) {
+                        Ok(()) => sent += 1,
+                        Err(ript_h3::Error::Backpressure) => {}
+                        Err(_) => break,
+                    }
                 }
-            }
-            ript_h3::CallEvent::Ended(state, reason) => {
-                info!(%state, ?reason, "call ended");
+                Some(ript_h3::CallEvent::Ended(state, reason)) => {
+                    info!(%state, ?reason, "call ended");
+                    end.ript_reason = Some(state.to_string());
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            },
+            () = call.hang_up_requested() => {
+                info!("hung up through the admin API");
+                stats = c.control.stats().await.ok();
+                let reason = ript_proto::model::Reason {
+                    sip: None,
+                    text: Some("ended by the operator".to_owned()),
+                };
+                if let Err(e) = c.control.state(EventKind::End, Some(reason)).await {
+                    warn!(error = %e, "cannot end the call");
+                }
+                end.ript_reason = Some("end".to_owned());
                 break;
             }
-            _ => {}
         }
     }
+    if stats.is_none() {
+        stats = c.control.stats().await.ok();
+    }
+    end.media = store::cdr::MediaCounters {
+        rtp_packets_in: 0,
+        rtp_packets_out: 0,
+        ript_chunks_in: received,
+        ript_chunks_out: sent,
+        packets_lost: stats.map_or(0, |s| s.sent.saturating_sub(s.acked)),
+    };
+    call.finish(end).await;
 }

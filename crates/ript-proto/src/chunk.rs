@@ -42,22 +42,32 @@ impl PayloadType {
     pub const AV1: Self = Self(112);
 
     pub fn for_codec(name: &str) -> Option<Self> {
-        let t = [
-            ("PCMU", Self::PCMU),
-            ("PCMA", Self::PCMA),
-            ("G722", Self::G722),
-            ("CN", Self::CN),
-            ("G729", Self::G729),
-            ("opus", Self::OPUS),
-            ("telephone-event", Self::TELEPHONE_EVENT),
-            ("H264", Self::H264),
-            ("VP8", Self::VP8),
-            ("AV1", Self::AV1),
-        ];
-        t.iter()
+        Self::CODECS
+            .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, p)| *p)
     }
+
+    /// The codec name of a fixed type (`None` for types this profile does not define).
+    pub fn codec_name(self) -> Option<&'static str> {
+        Self::CODECS
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map(|(n, _)| *n)
+    }
+
+    const CODECS: [(&'static str, Self); 10] = [
+        ("PCMU", Self::PCMU),
+        ("PCMA", Self::PCMA),
+        ("G722", Self::G722),
+        ("CN", Self::CN),
+        ("G729", Self::G729),
+        ("opus", Self::OPUS),
+        ("telephone-event", Self::TELEPHONE_EVENT),
+        ("H264", Self::H264),
+        ("VP8", Self::VP8),
+        ("AV1", Self::AV1),
+    ];
 }
 
 // ---------------------------------------------------------------------------------------

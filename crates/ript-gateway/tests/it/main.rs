@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 mod admin;
 mod bench_smoke;
+mod calls;
 mod config;
 mod interop;
 mod metrics;

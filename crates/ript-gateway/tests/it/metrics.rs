@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 /// `GET /metrics` with the admin token: the status and the body.
-fn scrape(addr: SocketAddr, token: &str) -> (u16, String) {
+pub(crate) fn scrape(addr: SocketAddr, token: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let req = format!(
@@ -29,7 +29,7 @@ fn scrape(addr: SocketAddr, token: &str) -> (u16, String) {
 }
 
 /// The value of the series `series` (name and labels exactly as rendered), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }

@@ -40,6 +40,8 @@ pub const ENV: &[(&str, &str)] = &[
     ("RIPT_SIP_TLS_CERT", "sip.tls.cert"),
     ("RIPT_SIP_TLS_KEY", "sip.tls.key"),
     ("RIPT_SIP_TLS_CA", "sip.tls.ca"),
+    ("RIPT_MEDIA_ADDRESS", "media.address"),
+    ("RIPT_RTP_PORTS", "media.rtp_ports"),
     ("RIPT_ADMIN_LISTEN", "admin.listen"),
     ("RIPT_ADMIN_TOKEN", "admin.token"),
 ];
@@ -157,6 +159,7 @@ pub struct Settings {
     pub ript: Ript,
     pub sip: Sip,
     pub admin: Admin,
+    pub media: Media,
 }
 
 pub struct Ript {
@@ -164,6 +167,16 @@ pub struct Ript {
     pub authority: Option<String>,
     /// At least 16 characters; generated on first start when absent.
     pub token: Option<String>,
+}
+
+/// RTP toward SIP peers.
+pub struct Media {
+    /// The address our SDP names and RTP binds to; default: the first SIP listener's address
+    /// (127.0.0.1 when that is a wildcard).
+    pub address: Option<std::net::IpAddr>,
+    pub rtp_ports: media_relay::PortRange,
+    /// Loopback ports of the relay's internal leg toward RIPT.
+    pub internal_ports: media_relay::PortRange,
 }
 
 pub struct Sip {
@@ -393,6 +406,25 @@ struct Layer {
     ript: RiptLayer,
     sip: SipLayer,
     admin: AdminLayer,
+    media: MediaLayer,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+struct MediaLayer {
+    address: Option<String>,
+    rtp_ports: String,
+    internal_ports: String,
+}
+
+impl Default for MediaLayer {
+    fn default() -> Self {
+        MediaLayer {
+            address: None,
+            rtp_ports: "20000-29999".into(),
+            internal_ports: "40000-44999".into(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -440,6 +472,7 @@ impl Default for Layer {
             ript: RiptLayer::default(),
             sip: SipLayer::default(),
             admin: AdminLayer::default(),
+            media: MediaLayer::default(),
         }
     }
 }
@@ -615,6 +648,18 @@ fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, E
     let tls_ca = file("sip.tls.ca", &l.sip.tls.ca)?;
 
     let admin_listen = address(&l.admin.listen).map_err(|r| err("admin.listen", r))?;
+    let media = Media {
+        address: match l.media.address.filter(|a| !a.is_empty()) {
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|_| err("media.address", format!("{a:?} is not an IP address")))?,
+            ),
+            None => None,
+        },
+        rtp_ports: port_range(&l.media.rtp_ports).map_err(|r| err("media.rtp_ports", r))?,
+        internal_ports: port_range(&l.media.internal_ports)
+            .map_err(|r| err("media.internal_ports", r))?,
+    };
     check_token(l.admin.token.as_deref()).map_err(|r| err("admin.token", r))?;
     // The admin API guards the whole configuration: it wants ≥ 22 characters (≈128 bits).
     if let Some(t) = l.admin.token.as_deref()
@@ -653,7 +698,20 @@ fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, E
             listen: admin_listen,
             token: l.admin.token,
         },
+        media,
     })
+}
+
+/// `first-last`, an even first port and at least one RTP/RTCP pair.
+fn port_range(s: &str) -> Result<media_relay::PortRange, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not first-last"))?;
+    let (a, b): (u16, u16) = match (a.trim().parse(), b.trim().parse()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return Err(format!("{s:?} is not first-last")),
+    };
+    media_relay::PortRange::new(a, b).map_err(|e| e.to_string())
 }
 
 fn address(s: &str) -> Result<SocketAddr, String> {

@@ -165,6 +165,11 @@ impl LiveCall {
         }
     }
 
+    /// Names the SIP dialog once an outbound INVITE created one (written with the next state).
+    pub fn set_sip_call_id(&mut self, id: &str) {
+        self.snapshot.sip_call_id = Some(id.to_owned());
+    }
+
     /// Records a state change (a profile §5 state name) in the snapshot.
     pub async fn set_state(&mut self, state: &str) {
         if self.snapshot.state == state {

@@ -1,9 +1,12 @@
 //! `ript-gateway`: the SIP/RTP ↔ RIPT gateway binary.
 
 mod bench;
+mod calls;
 mod config;
 mod live;
+mod media;
 mod probe;
+mod routing;
 mod run;
 mod sip;
 mod tone;

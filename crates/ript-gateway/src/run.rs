@@ -12,6 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 use tracing::{Instrument, info, info_span, warn};
 
+/// The built-in TG whose calls are answered by the echo application.
+const ECHO_TG: &str = "default";
+
 struct App {
     token: String,
 }
@@ -273,8 +276,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         }
     });
     let tg = HostedTg {
-        id: "default".into(),
-        name: "default".into(),
+        id: ECHO_TG.into(),
+        name: ECHO_TG.into(),
         description: "echo trunk group (calls are answered and media echoed)".into(),
         tenants: vec!["default".into()],
         destinations: ript_proto::pattern::NumberPattern::any(),
@@ -339,7 +342,37 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         .context("sip.register")?;
     let (peers_tx, peers_rx) = tokio::sync::watch::channel(crate::sip::Admission::default());
     tokio::spawn(crate::sip::follow_peers(store.clone(), peers_tx));
-    tokio::spawn(crate::sip::serve(endpoint, admission, peers_rx));
+    let (routing_tx, routing_rx) =
+        tokio::sync::watch::channel(Arc::new(crate::routing::Snapshot::default()));
+    tokio::spawn(crate::routing::follow(store.clone(), routing_tx));
+    // RTP toward SIP peers from the configured address, else the first SIP listener's.
+    let first_sip = endpoint.local().first().map(|l| l.addr.ip());
+    let media_ip = s
+        .media
+        .address
+        .or(first_sip.filter(|ip| !ip.is_unspecified()))
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let sip_domain = endpoint
+        .local()
+        .first()
+        .map_or_else(|| "localhost".to_owned(), |l| l.addr.to_string());
+    let ua = sip_ua::UserAgent::new(endpoint, sip_ua::UaConfig::default());
+    let gw = Arc::new(crate::calls::Gw {
+        caller: ua.caller(),
+        routing: routing_rx,
+        limits: Arc::new(crate::routing::Limits::default()),
+        live: live.clone(),
+        ports: media_relay::PortAllocator::new(media_ip, s.media.rtp_ports),
+        internal: media_relay::PortAllocator::new(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            s.media.internal_ports,
+        ),
+        media_ip: media_ip.to_string(),
+        sip_domain,
+        clients: crate::calls::RiptClients::default(),
+        instance_id: instance_id.clone(),
+    });
+    tokio::spawn(crate::sip::serve(ua, admission, peers_rx, Some(gw.clone())));
     let mut server = Server::bind(opts, Arc::new(App { token }))
         .await
         .context("starting the RIPT server")?;
@@ -358,8 +391,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             call = server.next_call() => match call {
-                Some(c) => {
+                Some(c) if c.tg == ECHO_TG => {
                     tokio::spawn(echo(c, live.clone()));
+                }
+                Some(c) => {
+                    tokio::spawn(crate::calls::ript_to_sip(gw.clone(), c));
                 }
                 None => break,
             },

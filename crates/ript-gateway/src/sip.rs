@@ -4,9 +4,10 @@
 
 use sip_proto::digest::{Algorithm, Challenger, Credentials, NonceIssuer, Role, Secret};
 use sip_proto::msg::{Contacts, Request, Response};
-use sip_transport::{Endpoint, Incoming, Responder};
+use sip_transport::{Incoming, Responder};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -42,6 +43,11 @@ impl std::str::FromStr for Cidr {
 }
 
 impl Cidr {
+    /// The prefix length: larger is more specific.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -98,14 +104,17 @@ fn random16() -> [u8; 16] {
     uuid::Uuid::new_v4().into_bytes()
 }
 
-/// Runs the SIP service on `endpoint` until it closes.
+/// Runs the SIP service on `ua` until it closes: OPTIONS, REGISTER and the rest answered
+/// here, INVITEs admitted (allow-list or digest) and handed to a call task toward RIPT when
+/// `calls` is given (404 without one).
 ///
 /// `peers` carries the admission the store's SIP peers add (allow-lists, digest users); it
 /// changes without a restart when the configuration does.
 pub async fn serve(
-    mut endpoint: Endpoint,
+    mut ua: sip_ua::UserAgent,
     admission: Admission,
     peers: tokio::sync::watch::Receiver<Admission>,
+    calls: Option<std::sync::Arc<crate::calls::Gw>>,
 ) {
     // Always ready to challenge: digest users may arrive with the configuration later.
     let challenger = {
@@ -141,9 +150,9 @@ pub async fn serve(
         peers,
         challenger,
         bindings: HashMap::new(),
-        responder: endpoint.responder(),
+        responder: ua.handle(),
     };
-    while let Some(inc) = endpoint.next_request().await {
+    while let Some(ev) = ua.next_event().await {
         if svc.peers.has_changed().unwrap_or(false) {
             let extra = svc.peers.borrow_and_update().clone();
             svc.admission = svc.base.clone();
@@ -153,13 +162,85 @@ pub async fn serve(
                 svc.admission.users.entry(u).or_insert(p);
             }
         }
-        let resp = svc.handle(&inc);
-        if let Some(resp) = resp
-            && let Err(e) = svc.responder.respond(inc.txn, resp).await
-        {
-            warn!(error = %e, "sip endpoint closed");
-            return;
+        match ev {
+            sip_ua::UaEvent::Request(inc) => {
+                let resp = svc.handle(&inc);
+                if let Some(resp) = resp
+                    && let Err(e) = svc.responder.respond(inc.txn, resp).await
+                {
+                    warn!(error = %e, "sip endpoint closed");
+                    return;
+                }
+            }
+            sip_ua::UaEvent::Call(ic) => svc.call(ic, calls.as_ref()),
+            _ => {}
         }
+    }
+}
+
+impl Service {
+    /// An INVITE: admitted, its peer identified, and handed to a call task (which answers
+    /// it); refusals answered here, in a task of their own (the loop never waits on a call).
+    fn call(&self, ic: sip_ua::IncomingCall, calls: Option<&std::sync::Arc<crate::calls::Gw>>) {
+        let admitted = self.admit(&ic.request, ic.source);
+        let calls = calls.cloned();
+        tokio::spawn(async move {
+            let user = match admitted {
+                Ok(user) => user,
+                Err(r) => {
+                    let _ = ic.call.reject_with(r.status, r.headers).await;
+                    return;
+                }
+            };
+            let Some(gw) = calls else {
+                let _ = ic.call.reject(404).await;
+                return;
+            };
+            let snap = gw.routing.borrow().clone();
+            let peer = user
+                .as_deref()
+                .and_then(|u| snap.peer_by_user(u))
+                .or_else(|| snap.peer_by_ip(ic.source.ip()))
+                .cloned();
+            match peer {
+                Some(p) => crate::calls::sip_to_ript(gw, ic, p).await,
+                None => {
+                    // Admitted by the static allow-list or users, which name no peer and
+                    // so no route.
+                    info!(source = %ic.source, "INVITE from no configured SIP peer: 404");
+                    let _ = ic.call.reject(404).await;
+                }
+            }
+        });
+    }
+}
+
+/// Why a request was not admitted: the status and headers (challenges) to answer with.
+#[derive(Debug, Clone)]
+struct Refusal {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Refusal {
+    fn status(status: u16) -> Self {
+        Refusal {
+            status,
+            headers: Vec::new(),
+        }
+    }
+
+    fn response(&self, req: &Request) -> Option<Response> {
+        let phrase = match self.status {
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            _ => "Forbidden",
+        };
+        let mut r = reply(req, self.status, phrase)?;
+        for (n, v) in &self.headers {
+            let _ = r.headers_mut().push(n, v);
+        }
+        Some(r)
     }
 }
 
@@ -192,34 +273,27 @@ impl Service {
         if method == "ACK" {
             return None;
         }
-        if let Err(r) = self.admit(inc) {
-            return r;
+        if let Err(r) = self.admit(req, inc.source) {
+            return r.response(req);
         }
         match method.as_str() {
             "REGISTER" => self.register(req),
-            // Routing comes with call mapping: for now every destination is unknown.
-            "INVITE" => reply(req, 404, "Not Found"),
             _ => reply(req, 481, "Call/Transaction Does Not Exist"),
         }
     }
 
-    /// Ok when the source is allow-listed or the request carries valid credentials; otherwise
-    /// the answer: a digest challenge (401) or 403 when no users are configured.
-    fn admit(&self, inc: &Incoming) -> Result<(), Option<Response>> {
-        if self
-            .admission
-            .allow
-            .iter()
-            .any(|c| c.contains(inc.source.ip()))
-        {
-            return Ok(());
+    /// Ok when the source is allow-listed (`None`) or the request carries valid credentials
+    /// (the digest user); otherwise the refusal: a digest challenge (401), 403 when no users
+    /// are configured, 400 for malformed credentials.
+    fn admit(&self, req: &Request, source: SocketAddr) -> Result<Option<String>, Refusal> {
+        if self.admission.allow.iter().any(|c| c.contains(source.ip())) {
+            return Ok(None);
         }
-        let req = &inc.request;
         let ch = match &self.challenger {
             Some(ch) if !self.admission.users.is_empty() => ch,
             _ => {
-                info!(source = %inc.source, "sip peer not allow-listed: 403");
-                return Err(reply(req, 403, "Forbidden"));
+                info!(%source, "sip peer not allow-listed: 403");
+                return Err(Refusal::status(403));
             }
         };
         let mut stale = false;
@@ -237,26 +311,29 @@ impl Service {
                         ript_h3::wall_ms(),
                         lookup,
                     ) {
-                        Ok(()) => return Ok(()),
+                        Ok(()) => return Ok(Some(creds.username.clone())),
                         Err(e) => {
                             stale = matches!(e, sip_proto::digest::AuthError::Stale);
-                            info!(source = %inc.source, error = %e, "digest authentication failed");
+                            info!(%source, error = %e, "digest authentication failed");
                             if e.reaction() == sip_proto::digest::Reaction::BadRequest {
-                                return Err(reply(req, 400, "Bad Request"));
+                                return Err(Refusal::status(400));
                             }
                         }
                     }
                 }
-                Err(_) => return Err(reply(req, 400, "Bad Request")),
+                Err(_) => return Err(Refusal::status(400)),
             }
         }
-        let mut r = reply(req, 401, "Unauthorized").ok_or(None)?;
-        for c in ch.challenges(ript_h3::wall_ms(), &random16(), stale) {
-            if let Ok(v) = c.to_header_value() {
-                let _ = r.headers_mut().push("WWW-Authenticate", &v);
-            }
-        }
-        Err(Some(r))
+        let headers = ch
+            .challenges(ript_h3::wall_ms(), &random16(), stale)
+            .iter()
+            .filter_map(|c| c.to_header_value().ok())
+            .map(|v| ("WWW-Authenticate".to_owned(), v))
+            .collect();
+        Err(Refusal {
+            status: 401,
+            headers,
+        })
     }
 
     /// RFC 3261 §10.3: bindings per address-of-record with expiry.
@@ -388,7 +465,7 @@ impl std::str::FromStr for Upstream {
 /// Starts every upstream registration. Hosts come from the operator's configuration, so they
 /// are resolved here (never hosts from messages).
 pub async fn start_registrations(
-    endpoint: &Endpoint,
+    endpoint: &sip_transport::Endpoint,
     upstreams: &[Upstream],
 ) -> anyhow::Result<Vec<sip_ua::RegistrationHandle>> {
     let mut out = Vec::new();

@@ -559,6 +559,121 @@ fn choose(offer: &Sdp, i: usize, m: &Media, local: &Local) -> Option<(Media, Aud
     Some((answer_media, plan))
 }
 
+/// Payload types we offer for codecs without a static one (RFC 3551 §6 static types are
+/// kept), and telephone-event.
+const DYNAMIC_PTS: &[(&str, u8, u32, u8)] = &[("opus", 111, 48_000, 2)];
+pub const OFFER_TELEPHONE_EVENT_PT: u8 = 101;
+
+/// An offer for one audio stream: `local.codecs` in order (names we cannot number are left
+/// out), telephone-event on the first codec's clock, plain RTP (`local.srtp` is not offered:
+/// our SDES offers are not implemented). `None` when no codec is left.
+pub fn offer(local: &Local) -> Option<Sdp> {
+    let mut formats = Vec::new();
+    let mut rtpmaps = Vec::new();
+    let mut fmtps = Vec::new();
+    let mut first_rate = None;
+    for name in &local.codecs {
+        let known = match name.to_ascii_uppercase().as_str() {
+            "PCMU" => Some((0, "PCMU", 8000, 1)),
+            "PCMA" => Some((8, "PCMA", 8000, 1)),
+            "G722" => Some((9, "G722", 8000, 1)),
+            "G729" => Some((18, "G729", 8000, 1)),
+            _ => DYNAMIC_PTS
+                .iter()
+                .find(|(n, ..)| n.eq_ignore_ascii_case(name))
+                .map(|(n, pt, r, ch)| (*pt, *n, *r, *ch)),
+        };
+        let Some((pt, n, rate, channels)) = known else {
+            continue;
+        };
+        if formats.contains(&pt) {
+            continue;
+        }
+        formats.push(pt);
+        rtpmaps.push(Rtpmap {
+            pt,
+            name: n.to_owned(),
+            rate,
+            channels,
+        });
+        if n == "opus" {
+            fmtps.push((pt, "useinbandfec=1".to_owned()));
+        }
+        first_rate.get_or_insert(rate);
+    }
+    let rate = first_rate?;
+    formats.push(OFFER_TELEPHONE_EVENT_PT);
+    rtpmaps.push(Rtpmap {
+        pt: OFFER_TELEPHONE_EVENT_PT,
+        name: "telephone-event".into(),
+        rate,
+        channels: 1,
+    });
+    fmtps.push((OFFER_TELEPHONE_EVENT_PT, "0-16".into()));
+    Some(Sdp {
+        origin_user: "-".into(),
+        session_id: local.session_id,
+        session_version: local.session_version,
+        origin_address: local.address.clone(),
+        address: Some(local.address.clone()),
+        media: vec![Media {
+            kind: "audio".into(),
+            port: local.audio_port,
+            proto: "RTP/AVP".into(),
+            formats,
+            other_formats: vec![],
+            rtpmaps,
+            fmtps,
+            direction: local.want,
+            address: None,
+            crypto: vec![],
+            ptime: Some(20),
+        }],
+    })
+}
+
+/// RFC 3264 §6: what an answer to our [`offer`] chose for the audio stream — its first
+/// format that we offered, telephone-event if kept, the peer's address and direction.
+pub fn plan_from_answer(offer: &Sdp, answer: &Sdp) -> Result<AudioPlan, SdpError> {
+    let (i, m) = answer
+        .media
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.kind.eq_ignore_ascii_case("audio") && m.port != 0)
+        .ok_or(SdpError::NotAcceptable)?;
+    let ours = offer.media.first().ok_or(SdpError::NotAcceptable)?;
+    let (pt, codec, rate) = m
+        .formats
+        .iter()
+        .find_map(|pt| {
+            let (name, rate) = m.codec(*pt).or_else(|| ours.codec(*pt))?;
+            let offered = ours.formats.iter().any(|o| {
+                ours.codec(*o)
+                    .is_some_and(|(n, r)| n.eq_ignore_ascii_case(&name) && r == rate)
+            });
+            (offered
+                && !name.eq_ignore_ascii_case("telephone-event")
+                && !name.eq_ignore_ascii_case("CN"))
+            .then_some((*pt, name, rate))
+        })
+        .ok_or(SdpError::NotAcceptable)?;
+    let te = m.formats.iter().copied().find(|pt| {
+        m.codec(*pt)
+            .is_some_and(|(n, r)| n.eq_ignore_ascii_case("telephone-event") && r == rate)
+    });
+    Ok(AudioPlan {
+        index: i,
+        pt,
+        codec,
+        rate,
+        telephone_event: te,
+        remote_address: answer.media_address(i).map(str::to_owned),
+        remote_port: m.port,
+        direction: m.direction,
+        srtp: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,6 +694,48 @@ mod tests {
             session_id: 1,
             session_version: 1,
         }
+    }
+
+    #[test]
+    fn our_offer_lists_codecs_in_order_and_reads_the_answer() {
+        let mut l = local();
+        l.codecs = vec!["PCMA".into(), "opus".into(), "speex".into(), "PCMU".into()];
+        let o = offer(&l).unwrap();
+        let text = o.to_text();
+        assert!(
+            text.contains("m=audio 30000 RTP/AVP 8 111 0 101\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("a=rtpmap:111 opus/48000/2\r\n"), "{text}");
+        assert!(
+            text.contains("a=rtpmap:101 telephone-event/8000\r\n"),
+            "{text}"
+        );
+        let reparsed = Sdp::parse(text.as_bytes()).unwrap();
+        assert_eq!(reparsed, o);
+        // The peer answers with its own payload type numbers for what we offered.
+        let ans = Sdp::parse(
+            b"v=0\r\no=- 1 1 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\n\
+              m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n",
+        )
+        .unwrap();
+        let p = plan_from_answer(&o, &ans).unwrap();
+        assert_eq!((p.pt, p.codec.as_str(), p.rate), (0, "PCMU", 8000));
+        assert_eq!(p.telephone_event, Some(101));
+        assert_eq!(
+            (p.remote_address.as_deref(), p.remote_port),
+            (Some("127.0.0.9"), 4000)
+        );
+        assert_eq!(p.direction, Direction::SendOnly);
+        // An answer choosing nothing we offered is refused.
+        let bad = Sdp::parse(
+            b"v=0\r\no=- 1 1 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\n\
+              m=audio 4000 RTP/AVP 18\r\n",
+        )
+        .unwrap();
+        assert!(plan_from_answer(&o, &bad).is_err());
+        l.codecs = vec!["speex".into()];
+        assert!(offer(&l).is_none());
     }
 
     #[test]

@@ -235,6 +235,14 @@ impl UserAgent {
         call::start_outgoing(self.shared.clone(), opts)
     }
 
+    /// A cloneable handle that places calls, for call tasks while the agent's owner keeps
+    /// reading [`UserAgent::next_event`].
+    pub fn caller(&self) -> Caller {
+        Caller {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Starts keeping a registration with an upstream registrar.
     pub fn register(
         &self,
@@ -242,6 +250,24 @@ impl UserAgent {
         target: Target,
     ) -> Result<RegistrationHandle, Error> {
         registration::start(self.shared.handle.clone(), cfg, target)
+    }
+}
+
+/// Places calls on a [`UserAgent`]'s endpoint ([`UserAgent::caller`]).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    shared: Arc<Shared>,
+}
+
+impl Caller {
+    /// Places a call; the INVITE is on its way when this returns.
+    pub async fn call(&self, opts: CallOptions) -> Result<Call, Error> {
+        call::start_outgoing(self.shared.clone(), opts)
+    }
+
+    /// The endpoint handle.
+    pub fn handle(&self) -> Handle {
+        self.shared.handle.clone()
     }
 }
 

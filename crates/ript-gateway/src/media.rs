@@ -1,0 +1,306 @@
+//! One call's media between its SIP leg (RTP) and its RIPT leg (chunks).
+//!
+//! The SIP leg runs through a [`media_relay::Bridge`], which already does everything a SIP
+//! peer needs — latching, SRTP, RTP timeout, µ-law ⇄ A-law and G.711 ⇄ Opus, RFC 4733 ⇄ SIP
+//! INFO, CN — between the peer's codec and the RIPT leg's codec. The bridge's second leg is
+//! an internal loopback RTP stream in the RIPT codec, which this module maps to and from RIPT
+//! chunks with [`media_proto::chunkmap`] (extended timestamps, RTP clock ⇄ wall-clock ms,
+//! marker, audio level, telephone-events).
+//!
+//! The internal leg costs two loopback datagrams per packet and direction; a channel-backed
+//! bridge leg would remove them (see BENCHMARKS.md for what it costs today).
+
+use bytes::Bytes;
+use media_proto::chunkmap::{ChunksToRtp, Frame, PtMap, RtpMap, RtpToChunks};
+use media_relay::{Bridge, BridgeEvent, Codec, DtmfMode, LegConfig, LegMedia, RtpPair};
+use ript_h3::{OutgoingMedia, ReceivedMedia};
+use ript_proto::chunk::PayloadType;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// RTP payload types of the internal leg (its SDP exists only here).
+const INTERNAL_OPUS_PT: u8 = 111;
+const INTERNAL_TE_PT: u8 = 101;
+
+/// A SIP leg silent this long (not on hold) ends the call's media (RTP timeout).
+pub const RTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The RIPT call a media path sends to: the client's or the server's control.
+#[derive(Debug, Clone)]
+pub enum RiptSink {
+    Client(ript_h3::client::ClientCallControl),
+    Server(ript_h3::server::CallControl),
+}
+
+impl RiptSink {
+    fn send(&self, m: OutgoingMedia) -> Result<(), ript_h3::Error> {
+        match self {
+            RiptSink::Client(c) => c.send_media(m),
+            RiptSink::Server(c) => c.send_media(m),
+        }
+    }
+}
+
+/// The RIPT leg's audio codec, as the directives chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RiptCodec(pub PayloadType);
+
+impl RiptCodec {
+    /// The relay's codec and the internal leg's payload type for it; `None` for a codec
+    /// the relay cannot convert (the call then needs the SIP leg to speak it).
+    fn internal(self) -> Option<(Codec, u8)> {
+        match self.0 {
+            PayloadType::PCMU => Some((Codec::PCMU, 0)),
+            PayloadType::PCMA => Some((Codec::PCMA, 8)),
+            PayloadType::OPUS => Some((Codec::OPUS, INTERNAL_OPUS_PT)),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.codec_name().unwrap_or("unknown")
+    }
+
+    /// The codec of the first audio entry of a directive (`1 to 1: PCMU;`), if one names a
+    /// codec the gateway bridges.
+    pub fn from_directive(d: &str) -> Option<RiptCodec> {
+        let d: ript_proto::adv::Directive = d.parse().ok()?;
+        d.entries.iter().find_map(|e| {
+            let pt = PayloadType::for_codec(&e.codec.name)?;
+            let c = RiptCodec(pt);
+            c.internal().map(|_| c)
+        })
+    }
+}
+
+/// The SIP peer's side, from SDP offer/answer.
+#[derive(Debug, Clone)]
+pub struct SipSide {
+    pub remote: Option<SocketAddr>,
+    pub media: LegMedia,
+    pub hold: bool,
+}
+
+/// Counters both directions keep.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub chunks_out: AtomicU64,
+    pub chunks_in: AtomicU64,
+    pub chunk_errors: AtomicU64,
+}
+
+/// A call's running media.
+#[derive(Debug)]
+pub struct CallMedia {
+    bridge: Bridge,
+    /// The internal socket; the bridge's leg B latches to it.
+    pump: Arc<UdpSocket>,
+    /// Where the bridge's leg B listens.
+    bridge_b: SocketAddr,
+    to_rtp: ChunksToRtp,
+    pub counters: Arc<Counters>,
+    uplink: tokio::task::JoinHandle<()>,
+    pub digits: Option<mpsc::Receiver<BridgeEvent>>,
+    codec: RiptCodec,
+}
+
+impl Drop for CallMedia {
+    fn drop(&mut self) {
+        self.uplink.abort();
+    }
+}
+
+fn pt_map(codec: RiptCodec) -> PtMap {
+    let rate = if codec.0 == PayloadType::OPUS {
+        48_000
+    } else {
+        8000
+    };
+    let mut maps = vec![RtpMap {
+        pt: INTERNAL_TE_PT,
+        name: "telephone-event".into(),
+        clock_rate: rate,
+    }];
+    if codec.0 == PayloadType::OPUS {
+        maps.push(RtpMap {
+            pt: INTERNAL_OPUS_PT,
+            name: "opus".into(),
+            clock_rate: 48_000,
+        });
+    }
+    PtMap::new(&maps)
+}
+
+impl CallMedia {
+    /// Starts relaying between the SIP peer on `sip_pair` and the RIPT call `sink`, whose
+    /// audio is `codec`. `internal` is a loopback pair for the bridge's second leg.
+    pub async fn start(
+        sip_pair: RtpPair,
+        sip: SipSide,
+        internal: RtpPair,
+        codec: RiptCodec,
+        sink: RiptSink,
+        source_sink: (u8, u8),
+    ) -> Result<CallMedia, crate::calls::CallError> {
+        let (relay_codec, pt) = codec.internal().ok_or(crate::calls::CallError::Media(
+            "the RIPT codec cannot be bridged",
+        ))?;
+        let pump = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|_| crate::calls::CallError::Media("no loopback socket"))?;
+        let pump_addr = pump
+            .local_addr()
+            .map_err(|_| crate::calls::CallError::Media("no loopback socket"))?;
+        let bridge_b = SocketAddr::new([127, 0, 0, 1].into(), internal.port);
+        let a_cfg = LegConfig {
+            remote: sip.remote,
+            clock_rate: sip.media.codec.clock_rate(),
+            media: Some(sip.media),
+            hold: sip.hold,
+            ..LegConfig::default()
+        };
+        let b_cfg = LegConfig {
+            remote: Some(pump_addr),
+            latch: media_relay::Latch::Fixed,
+            clock_rate: relay_codec.clock_rate(),
+            media: Some(LegMedia::new(
+                pt,
+                relay_codec,
+                DtmfMode::Rfc4733 { pt: INTERNAL_TE_PT },
+            )),
+            // The internal leg is silent whenever the RIPT peer is; only the SIP leg's
+            // silence means a dead call.
+            hold: true,
+            ..LegConfig::default()
+        };
+        let mut bridge = Bridge::start(sip_pair, a_cfg, internal, b_cfg, RTP_TIMEOUT)
+            .map_err(|_| crate::calls::CallError::Media("the codecs cannot be bridged"))?;
+        let digits = bridge.take_events();
+        let pump = Arc::new(pump);
+        let counters = Arc::new(Counters::default());
+        let uplink = tokio::spawn(uplink(
+            Arc::clone(&pump),
+            RtpToChunks::new(pt_map(codec), None),
+            sink,
+            source_sink,
+            Arc::clone(&counters),
+        ));
+        let (ssrc, seq, ts) = rand::random::<(u32, u16, u32)>();
+        Ok(CallMedia {
+            bridge,
+            pump,
+            bridge_b,
+            to_rtp: ChunksToRtp::new(pt_map(codec), ssrc, seq, ts),
+            counters,
+            uplink,
+            digits,
+            codec,
+        })
+    }
+
+    pub fn codec(&self) -> RiptCodec {
+        self.codec
+    }
+
+    /// A chunk from the RIPT leg toward the SIP peer; never waits (a full socket drops it).
+    pub fn relay_to_sip(&mut self, m: ReceivedMedia) {
+        self.counters.chunks_in.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame {
+            payload_type: m.payload_type,
+            timestamp_ms: m.timestamp_ms.unwrap_or_else(ript_h3::wall_ms),
+            marker: m.marker,
+            audio_level: m.audio_level,
+            payload: Bytes::from(m.media),
+        };
+        let sent = self
+            .to_rtp
+            .map(&frame)
+            .ok()
+            .and_then(|p| media_proto::rtp::serialize(&p).ok())
+            .map(|b| self.pump.try_send_to(&b, self.bridge_b));
+        if !matches!(sent, Some(Ok(_))) {
+            self.counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Plays a digit (from a SIP INFO of the SIP peer) toward the RIPT leg as telephone-events.
+    pub async fn digit_to_ript(&self, digit: char, duration_ms: Option<u32>) -> bool {
+        self.bridge
+            .send_digit(true, digit, duration_ms)
+            .await
+            .is_ok()
+    }
+
+    /// A re-INVITE or UPDATE changed the SIP peer's media.
+    pub async fn update_sip(&self, sip: SipSide) -> bool {
+        let cfg = LegConfig {
+            remote: sip.remote,
+            clock_rate: sip.media.codec.clock_rate(),
+            media: Some(sip.media),
+            hold: sip.hold,
+            ..LegConfig::default()
+        };
+        self.bridge.update(false, cfg).await.is_ok()
+    }
+
+    pub async fn stats(&self) -> Option<media_relay::BridgeStats> {
+        self.bridge.stats().await
+    }
+
+    /// Resolves when the SIP leg's RTP timed out (or the bridge failed).
+    pub async fn ended(&mut self) -> media_relay::BridgeEnd {
+        self.bridge.ended().await
+    }
+}
+
+/// SIP → RIPT: RTP from the bridge's internal leg becomes chunks.
+async fn uplink(
+    pump: Arc<UdpSocket>,
+    mut to_chunks: RtpToChunks,
+    sink: RiptSink,
+    (source, sink_id): (u8, u8),
+    counters: Arc<Counters>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let n = match pump.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "internal media socket closed");
+                return;
+            }
+        };
+        let Some(bytes) = buf.get(..n) else { continue };
+        let Ok(p) = media_proto::rtp::parse(Bytes::copy_from_slice(bytes)) else {
+            counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let Ok(f) = to_chunks.map(&p, ript_h3::wall_ms()) else {
+            counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let m = OutgoingMedia {
+            source,
+            sink: sink_id,
+            payload_type: f.payload_type,
+            timestamp_ms: f.timestamp_ms,
+            media: f.payload.to_vec(),
+            marker: f.marker,
+            audio_level: f.audio_level,
+        };
+        match sink.send(m) {
+            Ok(()) => {
+                counters.chunks_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(ript_h3::Error::Backpressure) => {
+                counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => return,
+        }
+    }
+}

@@ -34,6 +34,7 @@ pub const CALLS_ACTIVE: &str = "gateway_calls_active";
 pub const CALL_SETUP: &str = "gateway_call_setup_seconds";
 pub const MEDIA_PACKETS: &str = "gateway_media_packets_total";
 pub const MEDIA_LOST: &str = "gateway_media_packets_lost_total";
+pub const CONFIG_OBJECTS: &str = "gateway_config_objects";
 pub const CONFIG_RELOADS: &str = "gateway_config_reloads_total";
 pub const SIP_MESSAGES: &str = "sip_messages_total";
 pub const RIPT_REQUESTS: &str = "ript_requests_total";
@@ -237,6 +238,11 @@ impl Metrics {
              chunks the peer never acknowledged)"
                 .into(),
         );
+        r.describe_gauge(
+            CONFIG_OBJECTS.into(),
+            None,
+            "Configuration objects in the routing snapshot in use, by kind".into(),
+        );
         r.describe_counter(
             CONFIG_RELOADS.into(),
             None,
@@ -358,6 +364,12 @@ impl Metrics {
 
     pub fn config_reloaded(&self) {
         self.counter(CONFIG_RELOADS, vec![]).increment(1);
+    }
+
+    /// Objects of one kind (`sip_peers`, `routes`, …) in the routing snapshot in use.
+    pub fn config_objects(&self, kind: &'static str, n: usize) {
+        self.gauge(CONFIG_OBJECTS, vec![Label::new("kind", kind)])
+            .set(n as f64);
     }
 
     /// One SIP request in or out; `method` as on the wire (unknown ones count as `other`).

@@ -42,6 +42,7 @@ pub const ENV: &[(&str, &str)] = &[
     ("RIPT_SIP_TLS_CA", "sip.tls.ca"),
     ("RIPT_MEDIA_ADDRESS", "media.address"),
     ("RIPT_RTP_PORTS", "media.rtp_ports"),
+    ("RIPT_MEDIA_INTERNAL_PORTS", "media.internal_ports"),
     ("RIPT_ADMIN_LISTEN", "admin.listen"),
     ("RIPT_ADMIN_TOKEN", "admin.token"),
 ];

@@ -255,7 +255,11 @@ pub fn from_e164(rules: &store::peer::NumberRules, e164: &str) -> String {
 }
 
 /// Keeps `tx` equal to the store's configuration; see the module documentation.
-pub async fn follow(st: store::Store, tx: tokio::sync::watch::Sender<Arc<Snapshot>>) {
+pub async fn follow(
+    st: store::Store,
+    tx: tokio::sync::watch::Sender<Arc<Snapshot>>,
+    metrics: admin_api::Metrics,
+) {
     let mut seen = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -283,6 +287,11 @@ pub async fn follow(st: store::Store, tx: tokio::sync::watch::Sender<Arc<Snapsho
                     routes = s.routes.len(),
                     "routing configuration loaded"
                 );
+                metrics.config_reloaded();
+                metrics.config_objects("sip_peers", s.peers.len());
+                metrics.config_objects("upstreams", s.upstreams.len());
+                metrics.config_objects("hosted_tgs", s.hosted.len());
+                metrics.config_objects("routes", s.routes.len());
                 tx.send_replace(Arc::new(s));
                 seen = Some(v);
             }

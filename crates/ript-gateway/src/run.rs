@@ -324,7 +324,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         listen,
         tls_server,
         tls_client,
-        observer: Some(Arc::new(SipMetrics(metrics))),
+        observer: Some(Arc::new(SipMetrics(metrics.clone()))),
         ..Default::default()
     };
     let endpoint = sip_transport::Endpoint::bind(cfg)
@@ -344,7 +344,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     tokio::spawn(crate::sip::follow_peers(store.clone(), peers_tx));
     let (routing_tx, routing_rx) =
         tokio::sync::watch::channel(Arc::new(crate::routing::Snapshot::default()));
-    tokio::spawn(crate::routing::follow(store.clone(), routing_tx));
+    tokio::spawn(crate::routing::follow(
+        store.clone(),
+        routing_tx,
+        metrics.clone(),
+    ));
     // RTP toward SIP peers from the configured address, else the first SIP listener's.
     let first_sip = endpoint.local().first().map(|l| l.addr.ip());
     let media_ip = s

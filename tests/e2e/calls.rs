@@ -1,0 +1,77 @@
+//! Calls from the PBX to the SIP core through both gateways.
+
+use super::*;
+use std::time::Duration;
+
+const PBX_HZ: f64 = 1000.0;
+const CORE_HZ: f64 = 440.0;
+
+/// baresip (PBX, playing 1 kHz) calls baresip (SIP core, playing 440 Hz); after a few
+/// seconds the PBX hangs up. Each side must have decoded the other's tone.
+fn two_way_tone(media_mode: &'static str) {
+    let pbx_port = free_port();
+    let mut core = Baresip::start("core", "+14085552000", CORE_HZ, free_port());
+    let pair = Pair::start(Peers {
+        pbx: SocketAddr::from(([127, 0, 0, 1], pbx_port)),
+        core: core.sip,
+        media_mode,
+        ..Peers::default()
+    });
+    let mut pbx = Baresip::start("pbx", "+14085551000", PBX_HZ, pbx_port);
+    pbx.command(
+        "dial",
+        &format!("sip:+14085552000@{}", pair.customer.sip_udp),
+    );
+    pbx.wait_for("call established", Duration::from_secs(15));
+    core.wait_for("call established", Duration::from_secs(5));
+    // Three seconds of audio each way.
+    std::thread::sleep(Duration::from_secs(3));
+    pbx.command("hangup", "");
+    let (rate, at_core) = core.decoded();
+    let (rate_pbx, at_pbx) = pbx.decoded();
+
+    let heard_core = voiced(&at_core);
+    assert!(
+        heard_core.len() > rate as usize,
+        "the core decoded {} loud samples",
+        heard_core.len()
+    );
+    let share = tone_share(&heard_core, PBX_HZ, f64::from(rate));
+    assert!(share > 0.8, "the PBX's 1 kHz holds {share:.2} at the core");
+    let heard_pbx = voiced(&at_pbx);
+    assert!(
+        heard_pbx.len() > rate_pbx as usize,
+        "the PBX decoded {} loud samples",
+        heard_pbx.len()
+    );
+    let share = tone_share(&heard_pbx, CORE_HZ, f64::from(rate_pbx));
+    assert!(share > 0.8, "the core's 440 Hz holds {share:.2} at the PBX");
+
+    for gw in [&pair.customer, &pair.provider] {
+        let cdrs = gw.cdrs(1);
+        let cdr = &cdrs[0];
+        assert_eq!(cdr["sip_status"], 200, "{}: {cdr}", gw.name);
+        assert!(cdr["answered_at"].is_i64(), "{}: {cdr}", gw.name);
+        assert_eq!(cdr["ript_codec"], "PCMU", "{}: {cdr}", gw.name);
+        assert!(
+            cdr["media"]["ript_chunks_in"].as_u64().unwrap() > 100,
+            "{}: {cdr}",
+            gw.name
+        );
+        assert!(
+            cdr["media"]["ript_chunks_out"].as_u64().unwrap() > 100,
+            "{}: {cdr}",
+            gw.name
+        );
+    }
+}
+
+#[test]
+fn pbx_to_core_two_way_audio_over_datagrams() {
+    two_way_tone("datagrams");
+}
+
+#[test]
+fn pbx_to_core_two_way_audio_over_byways() {
+    two_way_tone("byways");
+}

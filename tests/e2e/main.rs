@@ -1,0 +1,17 @@
+//! The gateway end to end: two `ript-gateway run` processes on loopback — the customer (a PBX's
+//! gateway) and the provider (fronting a SIP core) — configured only through their admin APIs,
+//! with baresip and SIPp as the PBX and the SIP core. A call crosses PBX → customer gateway →
+//! RIPT over HTTP/3 → provider gateway → SIP core.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod calls;
+mod signaling;
+mod support;
+
+pub use std::net::SocketAddr;
+pub use support::*;

@@ -17,12 +17,12 @@ struct App {
 }
 
 impl ServerApp for App {
-    fn authenticate(&self, token: &str) -> Option<String> {
+    fn authenticate<'a>(&'a self, token: &'a str) -> ript_h3::server::AuthFuture<'a> {
         // Constant-time compare: the token is a secret.
         let (a, b) = (token.as_bytes(), self.token.as_bytes());
         let same =
             a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-        same.then(|| "default".to_owned())
+        Box::pin(std::future::ready(same.then(|| "default".to_owned())))
     }
 }
 
@@ -283,6 +283,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         timers: CallTimers::default(),
         require_passport: false,
         trust_anchors: vec![],
+        ca: None,
     };
     let mut opts = ServerOptions::new(s.ript.listen, id, vec![tg]);
     opts.authority = s.ript.authority.clone();

@@ -4,6 +4,7 @@ mod bench;
 mod config;
 mod live;
 mod probe;
+mod ript_app;
 mod run;
 mod sip;
 mod tone;

@@ -6,6 +6,7 @@ mod config;
 mod live;
 mod media;
 mod probe;
+mod ript_app;
 mod routing;
 mod run;
 mod sip;

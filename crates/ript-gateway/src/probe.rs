@@ -28,7 +28,13 @@ pub struct ProbeArgs {
     #[arg(long)]
     root: String,
     /// Bearer token.
-    #[arg(long, env = "RIPT_TOKEN", hide_env_values = true)]
+    // Tokens issued by the admin API are URL-safe base64 and may start with '-'.
+    #[arg(
+        long,
+        env = "RIPT_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     token: String,
     /// PEM bundle to trust (a CA, or a pinned dev certificate); default: the system roots.
     #[arg(long)]

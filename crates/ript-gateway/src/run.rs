@@ -4,30 +4,12 @@
 use crate::config::Settings;
 use anyhow::Context;
 use ript_h3::OutgoingMedia;
-use ript_h3::server::{HostedTg, IncomingCall, Server, ServerApp, ServerOptions};
+use ript_h3::server::{IncomingCall, Server, ServerOptions};
 use ript_h3::tls::Identity;
 use ript_proto::events::EventKind;
-use ript_proto::model::CallTimers;
 use std::path::Path;
 use std::sync::Arc;
 use tracing::{Instrument, info, info_span, warn};
-
-/// The built-in TG whose calls are answered by the echo application.
-const ECHO_TG: &str = "default";
-
-struct App {
-    token: String,
-}
-
-impl ServerApp for App {
-    fn authenticate(&self, token: &str) -> Option<String> {
-        // Constant-time compare: the token is a secret.
-        let (a, b) = (token.as_bytes(), self.token.as_bytes());
-        let same =
-            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-        same.then(|| "default".to_owned())
-    }
-}
 
 /// Feeds SIP message counts into the admin API's registry.
 #[derive(Debug)]
@@ -77,7 +59,7 @@ fn identity(dir: &Path) -> anyhow::Result<Identity> {
     Ok(id)
 }
 
-fn write_secret(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -275,19 +257,9 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             warn!(error = %e, "admin api stopped");
         }
     });
-    let tg = HostedTg {
-        id: ECHO_TG.into(),
-        name: ECHO_TG.into(),
-        description: "echo trunk group (calls are answered and media echoed)".into(),
-        tenants: vec!["default".into()],
-        destinations: ript_proto::pattern::NumberPattern::any(),
-        vouch: "+*".parse()?,
-        advertisement: "1 in: PCMU; PCMA; opus; 1 out: PCMU; PCMA; opus;".parse()?,
-        timers: CallTimers::default(),
-        require_passport: false,
-        trust_anchors: vec![],
-    };
-    let mut opts = ServerOptions::new(s.ript.listen, id, vec![tg]);
+    let ript_app = crate::ript_app::StoreApp::new(store.clone(), token);
+    let mut opts = ServerOptions::new(s.ript.listen, id, vec![crate::ript_app::echo_tg()?]);
+    opts.customer_tgs = crate::ript_app::load_registrations(&store).await;
     opts.authority = s.ript.authority.clone();
     opts.observer = Some(Arc::new(RiptMetrics(metrics.clone())));
     let admission = crate::sip::Admission {
@@ -377,9 +349,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         instance_id: instance_id.clone(),
     });
     tokio::spawn(crate::sip::serve(ua, admission, peers_rx, Some(gw.clone())));
-    let mut server = Server::bind(opts, Arc::new(App { token }))
+    let mut server = Server::bind(opts, ript_app.clone())
         .await
         .context("starting the RIPT server")?;
+    let ca_dir = s.data_dir.join("tg-ca");
+    crate::ript_app::follow_hosted_tgs(store.clone(), server.handle(), ript_app, ca_dir).await?;
     let addr = server.local_addr()?;
     say(&format!(
         "dev certificate: {}",
@@ -395,7 +369,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             call = server.next_call() => match call {
-                Some(c) if c.tg == ECHO_TG => {
+                Some(c) if c.tg == crate::ript_app::ECHO_TG => {
                     tokio::spawn(echo(c, live.clone()));
                 }
                 Some(c) => {

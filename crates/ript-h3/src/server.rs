@@ -24,17 +24,24 @@ use ript_proto::model::{
 use ript_proto::pattern::NumberPattern;
 use ript_proto::{Error as Rerr, limits, problem};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 type SrvStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
+/// What [`ServerApp::authenticate`] returns: the answer may need a database lookup.
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
+
 /// What the embedding application decides (the gateway binary implements it).
 pub trait ServerApp: Send + Sync + 'static {
-    /// The tenant (customer) a bearer token belongs to; `None` answers 401.
-    fn authenticate(&self, token: &str) -> Option<String>;
+    /// The tenant (customer) a bearer token belongs to; `None` answers 401. Every request but
+    /// a certificate fetch asks, media PUTs included: an answer that needs I/O is worth caching
+    /// (the application's business).
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a>;
 
     /// Last word on a new call after the TG policy passed: `Err(DestinationUnreachable)`
     /// answers 404, `Err(Overloaded)` 503, and so on.
@@ -46,6 +53,12 @@ pub trait ServerApp: Send + Sync + 'static {
     fn passport_chain(&self, _x5u: &str) -> Option<Vec<Vec<u8>>> {
         None
     }
+
+    /// Told after `tenant` registered or replaced (`Some`) or removed (`None`) customer TG
+    /// `id` through `{root}/customertgs`, before the client gets its answer; not told about
+    /// [`ServerHandle::set_customer_tgs`]. Runs on the request task: must be quick and not
+    /// block (hand persistence to a task of its own).
+    fn customer_tg_changed(&self, _tenant: &str, _id: &str, _tg: Option<&CustomerTg>) {}
 }
 
 /// Told about each request this server answers: its route template (`/providertgs/{tg}/calls`,
@@ -130,6 +143,33 @@ pub struct HostedTg {
     pub require_passport: bool,
     /// Extra trust anchors for passports (DER), besides this TG's own CA.
     pub trust_anchors: Vec<Vec<u8>>,
+    /// The CA issuing this TG's RFC 8226 certificates (its `outbound.origins`), e.g. one
+    /// persisted from [`ServerHandle::tg_ca`] and loaded with [`CertAuthority::from_pem`].
+    /// `None`: the TG keeps the CA it already has under this id, else a new one is generated.
+    pub ca: Option<Arc<CertAuthority>>,
+}
+
+/// A customer TG registration (ript-inbound, `{root}/customertgs/{id}`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The tenant that registered it; only that tenant's token sees it.
+    pub tenant: String,
+    /// The last segment of its URI: unreserved URL characters only (`A-Z a-z 0-9 - . _ ~`).
+    pub id: String,
+    /// The registration; the server sets `uri` from its own authority.
+    pub tg: CustomerTg,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret we present to the customer: never in logs.
+        f.debug_struct("Registration")
+            .field("tenant", &self.tenant)
+            .field("id", &self.id)
+            .field("tg", &self.tg.tg)
+            .field("destinations", &self.tg.outbound.destinations)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How to start a server.
@@ -140,6 +180,9 @@ pub struct ServerOptions {
     pub authority: Option<String>,
     pub identity: Identity,
     pub tgs: Vec<HostedTg>,
+    /// Customer TG registrations to start with (e.g. persisted through
+    /// [`ServerApp::customer_tg_changed`] before a restart).
+    pub customer_tgs: Vec<Registration>,
     /// End-to-end media key (ript-profile §6), when configured.
     pub media_key: Option<[u8; 16]>,
     /// Advertise SETTINGS_H3_DATAGRAM (on by default; off forces clients onto byways).
@@ -157,6 +200,7 @@ impl ServerOptions {
             authority: None,
             identity,
             tgs,
+            customer_tgs: Vec::new(),
             media_key: None,
             enable_datagrams: true,
             no_byway_timeout: ript_proto::call::NO_SIGNALING_BYWAY,
@@ -279,9 +323,12 @@ struct DatagramTx {
 }
 
 struct TgEntry {
+    /// `cfg.ca` is `Some(ca)`.
     cfg: HostedTg,
-    ca: CertAuthority,
+    ca: Arc<CertAuthority>,
 }
+
+type TgMap = HashMap<String, Arc<TgEntry>>;
 
 struct HandlerEntry {
     tenant: String,
@@ -298,7 +345,11 @@ struct CallEntry {
 struct Shared {
     app: Arc<dyn ServerApp>,
     authority: String,
-    tgs: HashMap<String, TgEntry>,
+    /// Replaced whole by `set_tgs`; a request works on the snapshot it took.
+    tgs: Mutex<Arc<TgMap>>,
+    /// Held by `set_tgs` while it builds the new map (CA generation takes a while), so two
+    /// concurrent updates cannot lose each other's CAs; readers never wait for it.
+    tgs_update: Mutex<()>,
     handlers: Mutex<HashMap<String, HandlerEntry>>,
     customertgs: Mutex<HashMap<String, (String, CustomerTg)>>,
     certs: Mutex<HashMap<String, (String, String)>>,
@@ -319,11 +370,53 @@ impl Shared {
     fn tg_uri(&self, tg: &str) -> String {
         format!("{}/providertgs/{tg}", self.root())
     }
-    fn tg_for(&self, tenant: &str, tg: &str) -> Result<&TgEntry, Rerr> {
-        self.tgs
+    fn tgs(&self) -> Arc<TgMap> {
+        lock(&self.tgs).clone()
+    }
+    fn tg_for(&self, tenant: &str, tg: &str) -> Result<Arc<TgEntry>, Rerr> {
+        self.tgs()
             .get(tg)
             .filter(|e| e.cfg.tenants.iter().any(|t| t == tenant))
+            .cloned()
             .ok_or(Rerr::NotFound)
+    }
+    fn set_tgs(&self, tgs: Vec<HostedTg>) -> Result<(), Error> {
+        let _writer = lock(&self.tgs_update);
+        let map = build_tgs(&self.tgs(), tgs)?;
+        *lock(&self.tgs) = Arc::new(map);
+        Ok(())
+    }
+    fn tg_ca(&self, tg: &str) -> Option<Arc<CertAuthority>> {
+        self.tgs().get(tg).map(|e| e.ca.clone())
+    }
+    fn customertg_uri(&self, id: &str) -> String {
+        format!("{}/customertgs/{id}", self.root())
+    }
+    fn set_customer_tgs(&self, regs: Vec<Registration>) {
+        let mut map = HashMap::new();
+        for r in regs {
+            if !url_segment_ok(&r.id) {
+                warn!(tenant = %r.tenant, "customer tg registration with an unusable id skipped");
+                continue;
+            }
+            let mut c = r.tg;
+            c.uri = Some(self.customertg_uri(&r.id));
+            map.insert(r.id, (r.tenant, c));
+        }
+        *lock(&self.customertgs) = map;
+    }
+    fn customer_tgs(&self, tenant: &str) -> Vec<Registration> {
+        let mut list: Vec<Registration> = lock(&self.customertgs)
+            .iter()
+            .filter(|(_, (t, _))| t == tenant)
+            .map(|(id, (t, c))| Registration {
+                tenant: t.clone(),
+                id: id.clone(),
+                tg: c.clone(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
     }
     fn tg_object(&self, e: &TgEntry) -> Tg {
         Tg {
@@ -350,6 +443,89 @@ impl Shared {
     }
 }
 
+/// The TGs `tgs` describe, each with its CA: the one it carries, else the one `old` has under
+/// its id, else a new one. A later duplicate id wins.
+fn build_tgs(old: &TgMap, tgs: Vec<HostedTg>) -> Result<TgMap, Error> {
+    let mut map = HashMap::with_capacity(tgs.len());
+    for mut cfg in tgs {
+        let ca = match (&cfg.ca, old.get(&cfg.id)) {
+            (Some(ca), _) => ca.clone(),
+            (None, Some(e)) => e.ca.clone(),
+            (None, None) => Arc::new(
+                CertAuthority::generate(&format!("RIPT TG {}", cfg.name))
+                    .map_err(|_| Error::Certificate("tg certificate authority"))?,
+            ),
+        };
+        cfg.ca = Some(ca.clone());
+        map.insert(cfg.id.clone(), Arc::new(TgEntry { cfg, ca }));
+    }
+    Ok(map)
+}
+
+/// A path segment made of RFC 3986 unreserved characters only, so it appears in a URI as is.
+fn url_segment_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && s != "."
+        && s != ".."
+}
+
+/// A cloneable handle on a running [`Server`]'s configuration, for tasks that follow a
+/// configuration source while another owns the `Server` (and its [`Server::next_call`]).
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("authority", &self.shared.authority)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// Replaces the hosted TGs. Calls in progress go on (they do not consult the TG again);
+    /// new requests on a TG no longer listed answer 404. A TG whose id stays keeps its CA
+    /// unless it carries another. On error (a CA could not be generated) nothing changes.
+    pub fn set_tgs(&self, tgs: Vec<HostedTg>) -> Result<(), Error> {
+        self.shared.set_tgs(tgs)
+    }
+
+    /// The ids of the hosted TGs, sorted.
+    pub fn tg_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.shared.tgs().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// A TG's issuing CA, to persist ([`CertAuthority::cert_pem`] and `key_pem`) and hand
+    /// back through [`HostedTg::ca`] after a restart.
+    pub fn tg_ca(&self, tg: &str) -> Option<Arc<CertAuthority>> {
+        self.shared.tg_ca(tg)
+    }
+
+    /// PEM of a TG's issuing CA (its `outbound.origins`), a passport trust anchor.
+    pub fn tg_ca_pem(&self, tg: &str) -> Option<String> {
+        self.shared.tg_ca(tg).map(|ca| ca.cert_pem().to_owned())
+    }
+
+    /// Replaces every customer TG registration (without telling
+    /// [`ServerApp::customer_tg_changed`]). Entries whose id is not a plain URL segment are
+    /// skipped with a warning.
+    pub fn set_customer_tgs(&self, regs: Vec<Registration>) {
+        self.shared.set_customer_tgs(regs)
+    }
+
+    /// The customer TGs `tenant` registered, sorted by id: where calls toward that customer go.
+    pub fn customer_tgs(&self, tenant: &str) -> Vec<Registration> {
+        self.shared.customer_tgs(tenant)
+    }
+}
+
 /// A running RIPT server.
 pub struct Server {
     endpoint: quinn::Endpoint,
@@ -370,17 +546,13 @@ impl Server {
         let endpoint = tls::endpoint(opts.listen, Some(tls::server_config(&opts.identity)?))?;
         let local = endpoint.local_addr()?;
         let authority = opts.authority.clone().unwrap_or_else(|| local.to_string());
-        let mut tgs = HashMap::new();
-        for cfg in opts.tgs {
-            let ca = CertAuthority::generate(&format!("RIPT TG {}", cfg.name))
-                .map_err(|_| Error::Certificate("tg certificate authority"))?;
-            tgs.insert(cfg.id.clone(), TgEntry { cfg, ca });
-        }
+        let tgs = build_tgs(&HashMap::new(), opts.tgs)?;
         let (tx, incoming) = mpsc::channel(1024);
         let shared = Arc::new(Shared {
             app,
             authority,
-            tgs,
+            tgs: Mutex::new(Arc::new(tgs)),
+            tgs_update: Mutex::default(),
             handlers: Mutex::default(),
             customertgs: Mutex::default(),
             certs: Mutex::default(),
@@ -393,6 +565,7 @@ impl Server {
             next_get: std::sync::atomic::AtomicU64::new(1),
             connections: std::sync::atomic::AtomicU64::new(0),
         });
+        shared.set_customer_tgs(opts.customer_tgs);
         let ep = endpoint.clone();
         let sh = shared.clone();
         tokio::spawn(async move {
@@ -431,9 +604,36 @@ impl Server {
         self.shared.tg_uri(tg)
     }
 
+    /// A handle on this server's configuration that other tasks can keep.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// See [`ServerHandle::set_tgs`].
+    pub fn set_tgs(&self, tgs: Vec<HostedTg>) -> Result<(), Error> {
+        self.shared.set_tgs(tgs)
+    }
+
+    /// See [`ServerHandle::tg_ca`].
+    pub fn tg_ca(&self, tg: &str) -> Option<Arc<CertAuthority>> {
+        self.shared.tg_ca(tg)
+    }
+
     /// PEM of a TG's issuing CA (its `outbound.origins`), a passport trust anchor.
     pub fn tg_ca_pem(&self, tg: &str) -> Option<String> {
-        self.shared.tgs.get(tg).map(|e| e.ca.cert_pem().to_owned())
+        self.shared.tg_ca(tg).map(|ca| ca.cert_pem().to_owned())
+    }
+
+    /// See [`ServerHandle::set_customer_tgs`].
+    pub fn set_customer_tgs(&self, regs: Vec<Registration>) {
+        self.shared.set_customer_tgs(regs)
+    }
+
+    /// See [`ServerHandle::customer_tgs`].
+    pub fn customer_tgs(&self, tenant: &str) -> Vec<Registration> {
+        self.shared.customer_tgs(tenant)
     }
 
     /// The next call a client created.
@@ -708,7 +908,11 @@ async fn handle_request(
             None => respond_problem(&mut stream, &Rerr::NotFound).await,
         };
     }
-    let Some(tenant) = bearer(&req).and_then(|t| shared.app.authenticate(t)) else {
+    let tenant = match bearer(&req) {
+        Some(token) => shared.app.authenticate(token).await,
+        None => None,
+    };
+    let Some(tenant) = tenant else {
         return respond_problem(&mut stream, &Rerr::Unauthorized).await;
     };
     let ctx = ConnCtx {
@@ -742,7 +946,7 @@ async fn route(
     match (method, segs) {
         (&M::GET, ["providertgs"]) => {
             let mut list: Vec<TgSummary> = sh
-                .tgs
+                .tgs()
                 .values()
                 .filter(|e| e.cfg.tenants.iter().any(|t| t == tenant))
                 .map(|e| TgSummary {
@@ -756,7 +960,7 @@ async fn route(
         }
         (&M::GET, ["providertgs", tg]) => {
             let e = sh.tg_for(tenant, tg)?;
-            respond_json(stream, 200, &[], &sh.tg_object(e)).await;
+            respond_json(stream, 200, &[], &sh.tg_object(&e)).await;
         }
         (&M::POST, ["providertgs", tg, "handlers"]) => {
             sh.tg_for(tenant, tg)?;
@@ -851,9 +1055,10 @@ async fn route(
             let mut c: CustomerTg = parse_json_body("customer tg", &body)?;
             validate_customer_tg(&c)?;
             let id = uuid::Uuid::new_v4().to_string();
-            let uri = format!("{}/customertgs/{id}", sh.root());
+            let uri = sh.customertg_uri(&id);
             c.uri = Some(uri.clone());
-            lock(&sh.customertgs).insert(id, (tenant.to_owned(), c.clone()));
+            lock(&sh.customertgs).insert(id.clone(), (tenant.to_owned(), c.clone()));
+            sh.app.customer_tg_changed(tenant, &id, Some(&c));
             respond_json(stream, 201, &[("location", uri)], &c).await;
         }
         (m, ["customertgs", id]) => match *m {
@@ -874,7 +1079,7 @@ async fn route(
                 let body = read_body(stream, limits::JSON_BODY, "customer tg").await?;
                 let mut c: CustomerTg = parse_json_body("customer tg", &body)?;
                 validate_customer_tg(&c)?;
-                c.uri = Some(format!("{}/customertgs/{id}", sh.root()));
+                c.uri = Some(sh.customertg_uri(id));
                 {
                     let mut map = lock(&sh.customertgs);
                     let slot = map
@@ -883,6 +1088,7 @@ async fn route(
                         .ok_or(Rerr::NotFound)?;
                     slot.1 = c.clone();
                 }
+                sh.app.customer_tg_changed(tenant, id, Some(&c));
                 respond_json(stream, 200, &[], &c).await;
             }
             M::DELETE => {
@@ -895,6 +1101,7 @@ async fn route(
                     }
                 };
                 removed.ok_or(Rerr::NotFound)?;
+                sh.app.customer_tg_changed(tenant, id, None);
                 respond(stream, 204, None, &[], vec![]).await;
             }
             _ => {
@@ -1056,7 +1263,7 @@ async fn create_call(
         return Err(Rerr::DestinationNotAllowed);
     }
     let claims = match &create.passport {
-        Some(jws) => Some(verify_passport(sh, entry, jws, &create.destination)?),
+        Some(jws) => Some(verify_passport(sh, &entry, jws, &create.destination)?),
         None if entry.cfg.require_passport => {
             return Err(Rerr::Passport(ript_proto::PassportError::Format));
         }

@@ -15,6 +15,7 @@ mod calls;
 mod config;
 mod interop;
 mod metrics;
+mod ript_config;
 mod sip;
 mod sipp;
 mod torture;

@@ -7,11 +7,12 @@
 )]
 
 mod calls;
+mod config;
 mod hostile;
 mod resources;
 
 use ript_h3::client::{Client, ClientOptions, OutboundCall};
-use ript_h3::server::{HostedTg, IncomingCall, Server, ServerApp, ServerOptions};
+use ript_h3::server::{AuthFuture, HostedTg, IncomingCall, Server, ServerApp, ServerOptions};
 use ript_h3::tls::{Identity, Trust};
 use ript_h3::{CallEvent, OutgoingMedia};
 use ript_proto::adv::Advertisement;
@@ -26,12 +27,13 @@ pub const TOKEN_B: &str = "token-of-tenant-b";
 struct App;
 
 impl ServerApp for App {
-    fn authenticate(&self, token: &str) -> Option<String> {
-        match token {
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
+        let tenant = match token {
             TOKEN_A => Some("tenant-a".into()),
             TOKEN_B => Some("tenant-b".into()),
             _ => None,
-        }
+        };
+        Box::pin(std::future::ready(tenant))
     }
 
     fn admit_call(
@@ -60,6 +62,7 @@ pub fn tg(id: &str, tenant: &str) -> HostedTg {
         timers: CallTimers::default(),
         require_passport: false,
         trust_anchors: vec![],
+        ca: None,
     }
 }
 

@@ -22,8 +22,8 @@ fn two_way_tone(media_mode: &'static str) {
         "dial",
         &format!("sip:+14085552000@{}", pair.customer.sip_udp),
     );
-    pbx.wait_for("call established", Duration::from_secs(15));
-    core.wait_for("call established", Duration::from_secs(5));
+    pbx.wait_for("Call established", Duration::from_secs(15));
+    core.wait_for("Call established", Duration::from_secs(5));
     // Three seconds of audio each way.
     std::thread::sleep(Duration::from_secs(3));
     pbx.command("hangup", "");
@@ -37,7 +37,13 @@ fn two_way_tone(media_mode: &'static str) {
         heard_core.len()
     );
     let share = tone_share(&heard_core, PBX_HZ, f64::from(rate));
-    assert!(share > 0.8, "the PBX's 1 kHz holds {share:.2} at the core");
+    assert!(
+        share > 0.8,
+        "the PBX's 1 kHz holds {share:.2} at the core (440 Hz: {:.2}, {} audible of {})",
+        tone_share(&heard_core, CORE_HZ, f64::from(rate)),
+        heard_core.len(),
+        at_core.len()
+    );
     let heard_pbx = voiced(&at_pbx);
     assert!(
         heard_pbx.len() > rate_pbx as usize,

@@ -133,9 +133,15 @@ fn a_number_without_a_route_is_404_at_either_gateway() {
         "+12125550000",
     );
     ok(run, "the PBX", &pair);
+    // The provider refused the call creation itself (ript-profile §2: 404), and says so.
     let p = &pair.provider.cdrs(1)[0];
     assert_eq!(p["sip_status"], 404, "provider: {p}");
-    assert_eq!(pair.customer.cdrs(2).len(), 2);
+    assert_eq!(p["callee"], "+12125550000", "provider: {p}");
+    let c = pair.customer.cdrs(2);
+    assert_eq!(
+        (c[0]["sip_status"].clone(), c[1]["sip_status"].clone()),
+        (json!(404), json!(404))
+    );
 }
 
 #[test]

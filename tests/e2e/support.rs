@@ -80,6 +80,8 @@ impl Gateway {
             .env("RIPT_SIP_ALLOW", "")
             .env("RIPT_SIP_USERS", "")
             .env("RIPT_SIP_REGISTER", "")
+            // SIPp answers only the first challenge and only MD5.
+            .env("RIPT_SIP_DIGEST_ALGORITHMS", "MD5")
             .env("RIPT_MEDIA_INTERNAL_PORTS", internal_ports)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -388,7 +390,9 @@ impl Drop for Baresip {
             let (sip, log) = (self.sip, self.log_so_far());
             eprintln!("--- baresip {sip} ---\n{log}");
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -492,7 +496,7 @@ impl Baresip {
 
     /// The samples baresip decoded (its sndfile `-dec.wav` dump), once the call is closed.
     pub fn decoded(&mut self) -> (u32, Vec<i16>) {
-        self.wait_for("session closed", Duration::from_secs(10));
+        self.wait_for("terminated", Duration::from_secs(10));
         let dump = std::fs::read_dir(&self.dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -578,13 +582,17 @@ pub fn tone_share(samples: &[i16], hz: f64, rate: f64) -> f64 {
     }
 }
 
-/// The loud part of a decoded dump (the call's audio, without the silence around it).
+/// The audible part of a decoded dump: from the first to the last loud sample (the call's
+/// audio without the silence around it; contiguous, so a tone stays a tone).
 pub fn voiced(samples: &[i16]) -> Vec<i16> {
-    samples
-        .iter()
-        .copied()
-        .filter(|s| s.unsigned_abs() > 500)
-        .collect()
+    let loud = |s: &i16| s.unsigned_abs() > 500;
+    match (
+        samples.iter().position(loud),
+        samples.iter().rposition(loud),
+    ) {
+        (Some(a), Some(b)) => samples.get(a..=b).unwrap_or_default().to_vec(),
+        _ => Vec::new(),
+    }
 }
 
 /// Runs one SIPp scenario from `tests/sipp/` to its end, `@NAME@` placeholders replaced

@@ -165,13 +165,27 @@ pub fn tg_uri(root: &str, tg: &str) -> String {
     format!("{root}/providertgs/{tg}")
 }
 
-/// The user part of a SIP or tel URI (`sip:+1408555@host;x` → `+1408555`).
+/// The user part of a SIP URI (`sip:+1408555@host;x` → `+1408555`; `""` when it names only a
+/// host), or the number of a tel URI (`tel:+1408555;phone-context=…` → `+1408555`).
 pub fn uri_user(uri: &str) -> &str {
-    let rest = uri
-        .split_once(':')
-        .map_or(uri, |(scheme, r)| if scheme.len() <= 4 { r } else { uri });
-    let end = rest.find(['@', ';', '?', '>']).unwrap_or(rest.len());
-    rest.get(..end).unwrap_or("")
+    let uri = uri.trim().trim_start_matches('<');
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return "";
+    };
+    if scheme.eq_ignore_ascii_case("tel") {
+        let end = rest.find([';', '>']).unwrap_or(rest.len());
+        return rest.get(..end).unwrap_or("");
+    }
+    // The user part ends at '@'; a ';' or '?' before any '@' means there is none.
+    match (rest.find('@'), rest.find([';', '?', '>'])) {
+        (Some(at), Some(p)) if p < at => "",
+        (Some(at), _) => {
+            let user = rest.get(..at).unwrap_or("");
+            // user;params@host (RFC 3261 §19.1.1 user parameters) keep only the user.
+            user.split(';').next().unwrap_or("")
+        }
+        (None, _) => "",
+    }
 }
 
 fn wall_ms() -> i64 {
@@ -273,11 +287,11 @@ fn directive_ids(d: &str) -> (u8, u8) {
 }
 
 fn reason_text(r: &Option<Reason>) -> Option<String> {
-    r.as_ref().map(|r| match (&r.sip, &r.text) {
-        (Some(c), Some(t)) => format!("{c} {t}"),
-        (Some(c), None) => c.to_string(),
-        (None, Some(t)) => t.clone(),
-        (None, None) => String::new(),
+    r.as_ref().and_then(|r| match (&r.sip, &r.text) {
+        (Some(c), Some(t)) => Some(format!("{c} {t}")),
+        (Some(c), None) => Some(c.to_string()),
+        (None, Some(t)) => Some(t.clone()),
+        (None, None) => None,
     })
 }
 
@@ -439,7 +453,16 @@ impl SipToRipt {
             id: peer.id.clone(),
         };
         let req = inc.request;
-        let raw_dest = uri_user(req.uri()).to_owned();
+        // The number is the Request-URI's user part; a Request-URI naming only our host (some
+        // PBXs, and SIPp's digest) leaves it to the To header.
+        let raw_dest = match uri_user(req.uri()) {
+            "" => req
+                .headers()
+                .to()
+                .map(|t| uri_user(&t.uri).to_owned())
+                .unwrap_or_default(),
+            user => user.to_owned(),
+        };
         let raw_from = req
             .headers()
             .from()
@@ -1459,5 +1482,36 @@ async fn opt_session(c: Option<&mut sip_ua::Call>) -> Option<SessionEvent> {
     match c {
         Some(c) => c.next_event().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_parts_of_sip_and_tel_uris() {
+        assert_eq!(
+            uri_user("sip:+14085551000@gw.example;transport=udp"),
+            "+14085551000"
+        );
+        assert_eq!(uri_user("<sips:alice@[::1]:5061>"), "alice");
+        assert_eq!(uri_user("sip:127.0.0.1:5060"), "");
+        assert_eq!(uri_user("sip:host;maddr=x@y"), "");
+        assert_eq!(uri_user("tel:+14085551000;phone-context=x"), "+14085551000");
+        assert_eq!(uri_user("nonsense"), "");
+    }
+
+    #[test]
+    fn tg_uris_from_roots() {
+        assert_eq!(
+            tg_uri("https://p.example:8443", "tg1"),
+            "https://p.example:8443/.well-known/ript/v1/providertgs/tg1"
+        );
+        assert_eq!(
+            tg_uri("https://p.example/.well-known/ript/v1/", "tg1"),
+            "https://p.example/.well-known/ript/v1/providertgs/tg1"
+        );
+        assert_eq!(tg_uri("https://x", "https://y/tg"), "https://y/tg");
     }
 }

@@ -91,6 +91,11 @@ struct Change {
 pub struct StoreApp {
     static_token: String,
     store: store::Store,
+    /// The routing snapshot and caps new calls are admitted on (set once the SIP side is up).
+    routing: std::sync::OnceLock<(
+        tokio::sync::watch::Receiver<Arc<crate::routing::Snapshot>>,
+        Arc<crate::routing::Limits>,
+    )>,
     cache: Mutex<AuthCache>,
     changes: mpsc::Sender<Change>,
 }
@@ -111,9 +116,19 @@ impl StoreApp {
         Arc::new(StoreApp {
             static_token,
             store,
+            routing: std::sync::OnceLock::new(),
             cache: Mutex::default(),
             changes: tx,
         })
+    }
+
+    /// Admits new calls on hosted TGs by the routing snapshot and caps from now on.
+    pub fn set_routing(
+        &self,
+        routing: tokio::sync::watch::Receiver<Arc<crate::routing::Snapshot>>,
+        limits: Arc<crate::routing::Limits>,
+    ) {
+        let _ = self.routing.set((routing, limits));
     }
 
     /// Drops every cached authentication answer (credentials may have been revoked).
@@ -148,6 +163,71 @@ impl StoreApp {
 impl ServerApp for StoreApp {
     fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
         Box::pin(self.tenant_of(token))
+    }
+
+    /// ript-profile §2: a destination no route serves is `404` at call creation, a TG over
+    /// its caps `503`, before any call exists.
+    fn admit_call(
+        &self,
+        _tenant: &str,
+        tg: &ript_h3::server::HostedTg,
+        call: &ript_proto::model::CallCreate,
+    ) -> Result<(), ript_proto::Error> {
+        if tg.id == ECHO_TG {
+            return Ok(());
+        }
+        let Some((routing, limits)) = self.routing.get() else {
+            return Err(ript_proto::Error::Overloaded);
+        };
+        let snap = routing.borrow().clone();
+        let source = store::model::Endpoint {
+            kind: store::model::EndpointKind::HostedTg,
+            id: tg.id.clone(),
+        };
+        let refusal = if !snap.has_route(&source, &call.destination) {
+            Some((ript_proto::Error::DestinationUnreachable, 404, "no route"))
+        } else {
+            let caps = snap
+                .hosted_tg(&tg.id)
+                .map_or((None, None), |h| (h.max_cps, h.max_concurrent));
+            limits.would_refuse(&source, caps.0, caps.1).then_some((
+                ript_proto::Error::Overloaded,
+                503,
+                "over the trunk group's caps",
+            ))
+        };
+        let Some((error, status, why)) = refusal else {
+            return Ok(());
+        };
+        info!(tg = %tg.id, reason = why, "call creation refused");
+        // Every call attempt leaves a CDR, this one too (written off the request's path).
+        let now = i64::try_from(ript_h3::wall_ms()).unwrap_or(i64::MAX);
+        let cdr = store::cdr::Cdr {
+            id: String::new(),
+            call_id: uuid::Uuid::new_v4().to_string(),
+            started_at: now,
+            answered_at: None,
+            ended_at: now,
+            caller: String::new(),
+            callee: call.destination.clone(),
+            source,
+            target: None,
+            route_id: None,
+            sip_call_id: None,
+            ript_call_id: None,
+            sip_codec: None,
+            ript_codec: None,
+            sip_status: Some(status),
+            ript_reason: Some(format!("{status} {why}")),
+            media: store::cdr::MediaCounters::default(),
+        };
+        let st = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = st.cdrs().insert(cdr).await {
+                warn!(error = %e, "cannot write the CDR");
+            }
+        });
+        Err(error)
     }
 
     fn customer_tg_changed(&self, tenant: &str, id: &str, tg: Option<&CustomerTg>) {

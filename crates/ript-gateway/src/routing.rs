@@ -138,6 +138,17 @@ impl Snapshot {
         Ok((route.id.clone(), ordered))
     }
 
+    /// Whether some enabled route from `source` serves `dest` with a usable target (caller
+    /// patterns aside: the caller is not known yet where this is asked).
+    pub fn has_route(&self, source: &Endpoint, dest: &str) -> bool {
+        self.routes.iter().any(|r| {
+            r.enabled
+                && r.source == *source
+                && pattern_matches(&r.destination_pattern, dest)
+                && r.targets.iter().any(|t| self.usable(&t.endpoint))
+        })
+    }
+
     fn usable(&self, e: &Endpoint) -> bool {
         match e.kind {
             EndpointKind::SipPeer => self.peer(&e.id).is_some(),
@@ -355,6 +366,25 @@ impl Drop for Slot {
 }
 
 impl Limits {
+    /// Whether [`Limits::admit`] would refuse a call now (nothing is counted).
+    pub fn would_refuse(
+        &self,
+        endpoint: &Endpoint,
+        cps: Option<u32>,
+        concurrent: Option<u32>,
+    ) -> bool {
+        let now = tokio::time::Instant::now();
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(u) = st.get(endpoint) else {
+            return cps == Some(0) || concurrent == Some(0);
+        };
+        let fresh = u
+            .window
+            .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1));
+        let in_window = if fresh { 0 } else { u.in_window };
+        cps.is_some_and(|c| in_window >= c) || concurrent.is_some_and(|c| u.active >= c)
+    }
+
     /// Admits one call on `endpoint` under `cps` and `concurrent` (either may be unset).
     pub fn admit(
         self: &Arc<Self>,

@@ -349,6 +349,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         instance_id: instance_id.clone(),
     });
     tokio::spawn(crate::sip::serve(ua, admission, peers_rx, Some(gw.clone())));
+    ript_app.set_routing(gw.routing.clone(), gw.limits.clone());
     let mut server = Server::bind(opts, ript_app.clone())
         .await
         .context("starting the RIPT server")?;

@@ -314,7 +314,7 @@ impl Service {
                         Ok(()) => return Ok(Some(creds.username.clone())),
                         Err(e) => {
                             stale = matches!(e, sip_proto::digest::AuthError::Stale);
-                            info!(%source, error = %e, "digest authentication failed");
+                            info!(%source, error = %e, digest_uri = %creds.uri, request_uri = %req.uri(), "digest authentication failed");
                             if e.reaction() == sip_proto::digest::Reaction::BadRequest {
                                 return Err(Refusal::status(400));
                             }

@@ -102,8 +102,8 @@ fn bye_from_the_core_ends_the_pbx_call() {
         pbx_port,
         "+14085552000",
     );
-    ok(run, "the PBX", &pair);
     ok(core.join().unwrap(), "the core", &pair);
+    ok(run, "the PBX", &pair);
     for gw in [&pair.customer, &pair.provider] {
         let c = &gw.cdrs(1)[0];
         assert_eq!(c["sip_status"], 200, "{}: {c}", gw.name);

@@ -625,6 +625,7 @@ pub fn sipp(scenario: &str, subst: &[(&str, &str)], args: &[String]) -> (bool, S
         .arg(&err)
         .arg("-mp")
         .arg(mp.to_string())
+
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

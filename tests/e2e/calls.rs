@@ -24,8 +24,13 @@ fn two_way_tone(media_mode: &'static str) {
     );
     pbx.wait_for("Call established", Duration::from_secs(15));
     core.wait_for("Call established", Duration::from_secs(5));
-    // Three seconds of audio each way.
-    std::thread::sleep(Duration::from_secs(3));
+    // An RFC 4733 digit from the PBX reaches the core as RFC 4733 (a telephone-event chunk
+    // in between), while three seconds of audio flow each way.
+    std::thread::sleep(Duration::from_millis(1500));
+    pbx.command("sndcode", "7");
+    let digit = core.wait_event("CALL_DTMF_START", Duration::from_secs(5));
+    assert_eq!(digit["param"], "7", "{digit}");
+    std::thread::sleep(Duration::from_millis(1500));
     pbx.command("hangup", "");
     let (rate, at_core) = core.decoded();
     let (rate_pbx, at_pbx) = pbx.decoded();
@@ -80,4 +85,38 @@ fn pbx_to_core_two_way_audio_over_datagrams() {
 #[test]
 fn pbx_to_core_two_way_audio_over_byways() {
     two_way_tone("byways");
+}
+
+/// SIPp (the PBX) sends digit 5 as SIP INFO; baresip (the SIP core) receives it as RFC 4733
+/// telephone-events, then hangs up: the BYE reaches the PBX.
+#[test]
+fn an_info_digit_arrives_as_rfc4733() {
+    let pbx_port = free_port();
+    let mut core = Baresip::start("core", "+14085552000", CORE_HZ, free_port());
+    let pair = Pair::start(Peers {
+        pbx: SocketAddr::from(([127, 0, 0, 1], pbx_port)),
+        core: core.sip,
+        pbx_dtmf: "info",
+        ..Peers::default()
+    });
+    let customer = pair.customer.sip_udp;
+    let run = std::thread::spawn(move || {
+        let gw_fake = customer;
+        sipp(
+            "e2e_pbx_answered",
+            &[],
+            &[
+                gw_fake.to_string(),
+                "-p".into(),
+                pbx_port.to_string(),
+                "-s".into(),
+                "+14085552000".into(),
+            ],
+        )
+    });
+    let digit = core.wait_event("CALL_DTMF_START", Duration::from_secs(15));
+    assert_eq!(digit["param"], "5", "{digit}");
+    core.command("hangup", "");
+    let (ok, log) = run.join().unwrap();
+    assert!(ok, "the PBX: {log}\n{}", pair.customer.log());
 }

@@ -380,6 +380,8 @@ pub struct Baresip {
     ctrl: SocketAddr,
     log: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// ctrl_tcp events (JSON), from a connection kept open from the start.
+    events: mpsc::Receiver<Value>,
 }
 
 impl Drop for Baresip {
@@ -441,6 +443,7 @@ impl Baresip {
                 }
             }
         });
+        let (etx, events) = mpsc::channel();
         let mut b = Baresip {
             child,
             dir,
@@ -448,8 +451,11 @@ impl Baresip {
             ctrl: SocketAddr::from(([127, 0, 0, 1], ctrl)),
             log,
             seen: Vec::new(),
+            events,
         };
         b.wait_for("baresip is ready", Duration::from_secs(10));
+        let conn = TcpStream::connect(b.ctrl).unwrap();
+        std::thread::spawn(move || read_netstrings(conn, &etx));
         b
     }
 
@@ -482,6 +488,22 @@ impl Baresip {
         self.seen.join("\n")
     }
 
+    /// Waits for a ctrl_tcp event of `kind` (`CALL_DTMF_START`, …); its JSON.
+    pub fn wait_event(&mut self, kind: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) if v["type"] == kind => return v,
+                Ok(_) => {}
+                Err(_) => {
+                    let (sip, log) = (self.sip, self.log_so_far());
+                    panic!("baresip {sip} sent no {kind} event:\n{log}")
+                }
+            }
+        }
+    }
+
     /// One ctrl_tcp command (a JSON netstring), e.g. `dial` with a URI or `hangup`.
     pub fn command(&self, command: &str, params: &str) {
         let msg = json!({"command": command, "params": params, "token": "e2e"}).to_string();
@@ -503,6 +525,37 @@ impl Baresip {
             .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
             .unwrap_or_else(|| panic!("no sndfile dump:\n{}", self.log_so_far()));
         wav_first_channel(&std::fs::read(dump).unwrap())
+    }
+}
+
+/// Reads `len:json,` netstrings from baresip's ctrl_tcp until it closes, sending each event.
+fn read_netstrings(mut conn: TcpStream, tx: &mpsc::Sender<Value>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(colon) = buf.iter().position(|b| *b == b':') {
+            let Some(len) = std::str::from_utf8(&buf[..colon])
+                .ok()
+                .and_then(|l| l.parse::<usize>().ok())
+            else {
+                return;
+            };
+            if buf.len() < colon + 1 + len + 1 {
+                break;
+            }
+            if let Ok(v) = serde_json::from_slice::<Value>(&buf[colon + 1..colon + 1 + len])
+                && v["event"] == true
+                && tx.send(v).is_err()
+            {
+                return;
+            }
+            buf.drain(..colon + 1 + len + 1);
+        }
     }
 }
 
@@ -625,7 +678,6 @@ pub fn sipp(scenario: &str, subst: &[(&str, &str)], args: &[String]) -> (bool, S
         .arg(&err)
         .arg("-mp")
         .arg(mp.to_string())
-
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

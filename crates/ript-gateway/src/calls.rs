@@ -369,6 +369,7 @@ impl Leg {
             media.ript_chunks_out = m.counters.chunks_out.load(Relaxed);
             media.ript_chunks_in = m.counters.chunks_in.load(Relaxed);
             if let Some(s) = m.stats().await {
+                debug!(stats = ?s, chunk_errors = m.counters.chunk_errors.load(Relaxed), "media");
                 media.rtp_packets_in = s.a.packets;
                 media.rtp_packets_out = s.b.packets;
                 media.packets_lost = u64::try_from(s.a.lost.max(0)).unwrap_or(0);

@@ -71,6 +71,16 @@ pub struct Gw {
     pub sip_domain: String,
     pub clients: RiptClients,
     pub instance_id: String,
+    /// `ript-gateway demo`: print RIPT events under this label.
+    pub ladder: Option<String>,
+}
+
+impl Gw {
+    fn ladder(&self, what: impl FnOnce() -> String) {
+        if let Some(l) = &self.ladder {
+            crate::run::ladder(l, &what());
+        }
+    }
 }
 
 /// RIPT clients per upstream, each with its handler registered at the upstream's TG.
@@ -284,6 +294,11 @@ fn directive_ids(d: &str) -> (u8, u8) {
         .ok()
         .and_then(|d| d.entries.first().map(|e| (e.source, e.sink)))
         .unwrap_or((1, 1))
+}
+
+/// ` (486 Busy Here)` for a ladder line, or nothing.
+fn reason_suffix(r: &Option<Reason>) -> String {
+    reason_text(r).map_or_else(String::new, |t| format!(" ({t})"))
 }
 
 fn reason_text(r: &Option<Reason>) -> Option<String> {
@@ -658,6 +673,9 @@ impl SipToRipt {
                 Action::Sip(other) => debug!(action = ?other, "not for an inbound SIP leg"),
                 Action::Ript(RiptAction::Start { target }) => self.start_ript(&target),
                 Action::Ript(RiptAction::End { reason }) => {
+                    self.leg
+                        .gw
+                        .ladder(|| format!("RIPT -> event end{}", reason_suffix(&reason)));
                     if let Some(r) = &self.ript
                         && let Err(e) = r.control.end(reason).await
                     {
@@ -728,6 +746,12 @@ impl SipToRipt {
     /// The RIPT call exists: start its signaling and the media bridge.
     async fn ript_created(&mut self, up: &Upstream, d: CallDescription) {
         info!(ript = %d.uri, "ript call created");
+        self.leg.gw.ladder(|| {
+            format!(
+                "RIPT -> POST {{tg}}/calls 201, directives: we send {:?}, we receive {:?}",
+                d.client_directives, d.server_directives
+            )
+        });
         let call = up.client.start_call(&d, CallTimers::default());
         let codec = RiptCodec::from_directive(&d.client_directives)
             .unwrap_or(RiptCodec(ript_proto::chunk::PayloadType::PCMU));
@@ -1136,11 +1160,17 @@ impl RiptToSip {
                 Action::Sip(SipAction::Hold { direction }) => self.hold(direction).await,
                 Action::Sip(other) => debug!(action = ?other, "not for an outbound SIP leg"),
                 Action::Ript(RiptAction::State { kind, reason }) => {
+                    self.leg
+                        .gw
+                        .ladder(|| format!("RIPT -> event {kind}{}", reason_suffix(&reason)));
                     if let Err(e) = self.ript.state(kind, reason).await {
                         debug!(error = %e, "ript state");
                     }
                 }
                 Action::Ript(RiptAction::End { reason }) => {
+                    self.leg
+                        .gw
+                        .ladder(|| format!("RIPT -> event end{}", reason_suffix(&reason)));
                     if let Err(e) = self.ript.state(EventKind::End, reason).await {
                         debug!(error = %e, "ript end");
                     }

@@ -161,6 +161,9 @@ pub struct Settings {
     pub sip: Sip,
     pub admin: Admin,
     pub media: Media,
+    /// Print a ladder of SIP messages and RIPT requests under this label (`demo` only; no
+    /// configuration key).
+    pub ladder: Option<String>,
 }
 
 pub struct Ript {
@@ -700,6 +703,7 @@ fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, E
             token: l.admin.token,
         },
         media,
+        ladder: None,
     })
 }
 

@@ -13,7 +13,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 /// Feeds SIP message counts into the admin API's registry.
 #[derive(Debug)]
-struct SipMetrics(admin_api::Metrics);
+struct SipMetrics(admin_api::Metrics, Option<String>);
 
 impl sip_transport::Observer for SipMetrics {
     fn message(
@@ -26,6 +26,19 @@ impl sip_transport::Observer for SipMetrics {
             D::In => admin_api::Flow::In,
             D::Out => admin_api::Flow::Out,
         };
+        if let Some(label) = &self.1 {
+            let arrow = if flow == admin_api::Flow::In {
+                "<-"
+            } else {
+                "->"
+            };
+            match info {
+                M::Request { method } => ladder(label, &format!("SIP  {arrow} {method}")),
+                M::Response { status, method } => {
+                    ladder(label, &format!("SIP  {arrow} {status} ({method})"));
+                }
+            }
+        }
         match info {
             M::Request { method } => self.0.sip_request(flow, method),
             M::Response { status, method } => self.0.sip_response(flow, method, status),
@@ -33,12 +46,21 @@ impl sip_transport::Observer for SipMetrics {
     }
 }
 
+/// One line of `ript-gateway demo`'s ladder.
+pub fn ladder(label: &str, what: &str) {
+    say(&format!("  {label:>9} | {what}"));
+}
+
 /// Feeds RIPT request counts into the admin API's registry.
 #[derive(Debug)]
-struct RiptMetrics(admin_api::Metrics);
+struct RiptMetrics(admin_api::Metrics, Option<String>);
 
 impl ript_h3::server::RequestObserver for RiptMetrics {
     fn request(&self, resource: &'static str, status: Option<u16>) {
+        if let Some(label) = &self.1 {
+            let status = status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+            ladder(label, &format!("RIPT <- {resource} {status}"));
+        }
         self.0.ript_request(resource, status);
     }
 }
@@ -217,11 +239,31 @@ pub async fn migrate(s: Settings) -> anyhow::Result<()> {
 /// Runs until SIGTERM or Ctrl-C. `s` is already validated: everything here that can still
 /// fail (files in the data directory, certificates) happens before any socket is bound.
 pub async fn run(s: Settings) -> anyhow::Result<()> {
+    run_until(s, shutdown_signal(), None).await
+}
+
+/// What an in-process gateway reports once it serves (`ript-gateway demo`).
+#[derive(Debug)]
+pub struct Started {
+    pub admin: std::net::SocketAddr,
+    pub admin_token: String,
+    pub sip_udp: Option<std::net::SocketAddr>,
+    pub ript_root: String,
+    pub cert_pem: String,
+}
+
+/// [`run`] until `shutdown` resolves, reporting the bound addresses on `started`.
+pub async fn run_until(
+    s: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+    started: Option<tokio::sync::oneshot::Sender<Started>>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("data_dir: creating {}", s.data_dir.display()))?;
     let id = identity(&s.data_dir)?;
     // The dev certificate also serves `tls:` SIP listeners unless one is configured.
     let dev_pem = (id.cert_pem(), id.key_pem());
+    let dev_cert_pem = dev_pem.0.clone();
     // Created now so the operator learns them on first start; the admin API and the store
     // (issue 4, part 2) take them over.
     let admin_token = token(&s.data_dir, "admin-token", "admin API token", s.admin.token)?;
@@ -247,6 +289,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(s.admin.listen)
         .await
         .with_context(|| format!("admin.listen: binding {}", s.admin.listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_token_copy = admin_token.clone();
     say(&format!("instance id: {instance_id}"));
     say(&format!(
         "admin api listening on http://{}",
@@ -261,7 +305,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let mut opts = ServerOptions::new(s.ript.listen, id, vec![crate::ript_app::echo_tg()?]);
     opts.customer_tgs = crate::ript_app::load_registrations(&store).await;
     opts.authority = s.ript.authority.clone();
-    opts.observer = Some(Arc::new(RiptMetrics(metrics.clone())));
+    opts.observer = Some(Arc::new(RiptMetrics(metrics.clone(), s.ladder.clone())));
     let admission = crate::sip::Admission {
         allow: s.sip.allow,
         users: s.sip.users,
@@ -296,12 +340,17 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         listen,
         tls_server,
         tls_client,
-        observer: Some(Arc::new(SipMetrics(metrics.clone()))),
+        observer: Some(Arc::new(SipMetrics(metrics.clone(), s.ladder.clone()))),
         ..Default::default()
     };
     let endpoint = sip_transport::Endpoint::bind(cfg)
         .await
         .context("starting the SIP listeners")?;
+    let sip_udp = endpoint
+        .local()
+        .iter()
+        .find(|l| l.transport == sip_transport::Transport::Udp)
+        .map(|l| l.addr);
     for l in endpoint.local() {
         say(&format!(
             "sip listening on {}:{}",
@@ -347,6 +396,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         sip_domain,
         clients: crate::calls::RiptClients::default(),
         instance_id: instance_id.clone(),
+        ladder: s.ladder.clone(),
     });
     tokio::spawn(crate::sip::serve(ua, admission, peers_rx, Some(gw.clone())));
     ript_app.set_routing(gw.routing.clone(), gw.limits.clone());
@@ -367,6 +417,16 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         "ript listening on https://{addr}{}",
         ript_proto::ROOT_PATH
     ));
+    if let Some(tx) = started {
+        let _ = tx.send(Started {
+            admin: admin_addr,
+            admin_token: admin_token_copy,
+            sip_udp,
+            ript_root: format!("https://{addr}"),
+            cert_pem: dev_cert_pem.clone(),
+        });
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             call = server.next_call() => match call {
@@ -378,7 +438,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 }
                 None => break,
             },
-            _ = shutdown_signal() => {
+            () = &mut shutdown => {
                 info!("shutting down");
                 server.close();
                 crate::sip::unregister_all(registrations).await;
@@ -389,8 +449,14 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Silences the start-up lines (`ript-gateway demo` runs two gateways and prints its own).
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Operator output on stdout; a closed stdout (EPIPE) must not stop the gateway.
 fn say(line: &str) {
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) && !line.starts_with("  ") {
+        return;
+    }
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());

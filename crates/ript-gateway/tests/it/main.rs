@@ -13,6 +13,7 @@ mod admin;
 mod bench_smoke;
 mod calls;
 mod config;
+mod demo;
 mod interop;
 mod metrics;
 mod ript_config;

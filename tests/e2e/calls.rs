@@ -120,3 +120,31 @@ fn an_info_digit_arrives_as_rfc4733() {
     let (ok, log) = run.join().unwrap();
     assert!(ok, "the PBX: {log}\n{}", pair.customer.log());
 }
+
+/// The PBX holds and resumes by re-INVITE and refreshes the session by UPDATE: each answered
+/// by the customer gateway (hold is local to the SIP leg's media; the refresh stays local to
+/// the SIP leg), the call goes on to a normal BYE at the core.
+#[test]
+fn hold_resume_and_session_refresh_from_the_pbx() {
+    let pbx_port = free_port();
+    let mut core = Baresip::start("core", "+14085552000", CORE_HZ, free_port());
+    let pair = Pair::start(Peers {
+        pbx: SocketAddr::from(([127, 0, 0, 1], pbx_port)),
+        core: core.sip,
+        ..Peers::default()
+    });
+    let (ok, log) = pbx(
+        "e2e_pbx_hold",
+        &[],
+        &pair.customer,
+        pbx_port,
+        "+14085552000",
+    );
+    assert!(ok, "the PBX: {log}\n{}", pair.customer.log());
+    core.wait_event("CALL_CLOSED", Duration::from_secs(10));
+    for gw in [&pair.customer, &pair.provider] {
+        let c = &gw.cdrs(1)[0];
+        assert_eq!(c["sip_status"], 200, "{}: {c}", gw.name);
+        assert!(c["answered_at"].is_i64(), "{}: {c}", gw.name);
+    }
+}

@@ -190,10 +190,15 @@ impl Gateway {
     /// through the API is in use).
     pub fn wait_routes(&self, routes: usize) {
         let series = r#"gateway_config_objects{kind="routes"}"#;
-        within(Duration::from_secs(10), || {
+        let loaded = within(Duration::from_secs(10), || {
             self.metric(series) == Some(routes as f64)
-        })
-        .unwrap_or_else(|()| panic!("{}: routes never loaded:\n{}", self.name, self.log()));
+        });
+        assert!(
+            loaded,
+            "{}: routes never loaded:\n{}",
+            self.name,
+            self.log()
+        );
     }
 
     /// The CDRs, newest first, once there are at least `n`.
@@ -206,7 +211,7 @@ impl Gateway {
             last = v;
             enough
         });
-        if ok.is_err() {
+        if !ok {
             panic!("{}: fewer than {n} CDRs: {last}\n{}", self.name, self.log());
         }
         last["items"].as_array().unwrap().clone()
@@ -215,14 +220,14 @@ impl Gateway {
 
 /// Polls `f` until it holds or `limit` passes (for state in another process, which offers
 /// nothing to await).
-pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Result<(), ()> {
+pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if f() {
-            return Ok(());
+            return true;
         }
         if Instant::now() > deadline {
-            return Err(());
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

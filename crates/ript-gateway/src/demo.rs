@@ -338,6 +338,11 @@ async fn talk(sock: Arc<UdpSocket>, to: SocketAddr, hz: f64, seconds: u32, digit
     }
 }
 
+/// A JSON object's member, `Null` when absent (JSON from our own API, but no panics).
+fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
+    v.get(k).unwrap_or(&Value::Null)
+}
+
 fn media_addr(body: &[u8]) -> anyhow::Result<SocketAddr> {
     let s = Sdp::parse(body)?;
     let ip = s
@@ -400,7 +405,7 @@ async fn demo_in(dir: &std::path::Path) -> anyhow::Result<bool> {
                    "destination_pattern": "+*", "advertisement": {}, "customer_tgs": []}),
         )
         .await?;
-    let tg_id = tg["id"].as_str().unwrap_or_default().to_owned();
+    let tg_id = field(&tg, "id").as_str().unwrap_or_default().to_owned();
     println!("  provider: hosted TG {tg_id} for customer acme");
     let (status, cred) = provider
         .api(
@@ -412,7 +417,10 @@ async fn demo_in(dir: &std::path::Path) -> anyhow::Result<bool> {
     if status != 201 {
         bail!("issuing the customer token: {status} {cred}");
     }
-    let secret = cred["secret"].as_str().unwrap_or_default().to_owned();
+    let secret = field(&cred, "secret")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     println!("  provider: bearer token issued to acme (shown once, stored hashed)");
     let core_peer = provider
         .create("/api/v1/sip-peers", peer("core", core.sip))
@@ -423,7 +431,7 @@ async fn demo_in(dir: &std::path::Path) -> anyhow::Result<bool> {
             json!({"name": "acme to core", "priority": 10,
                    "source": {"kind": "hosted_tg", "id": tg_id},
                    "destination_pattern": "+1408*",
-                   "targets": [{"endpoint": {"kind": "sip_peer", "id": core_peer["id"]}, "priority": 0, "weight": 1}]}),
+                   "targets": [{"endpoint": {"kind": "sip_peer", "id": field(&core_peer, "id")}, "priority": 0, "weight": 1}]}),
         )
         .await?;
     println!(
@@ -445,9 +453,9 @@ async fn demo_in(dir: &std::path::Path) -> anyhow::Result<bool> {
         .create(
             "/api/v1/routes",
             json!({"name": "pbx to provider", "priority": 10,
-                   "source": {"kind": "sip_peer", "id": pbx_peer["id"]},
+                   "source": {"kind": "sip_peer", "id": field(&pbx_peer, "id")},
                    "destination_pattern": "+1*",
-                   "targets": [{"endpoint": {"kind": "upstream", "id": upstream["id"]}, "priority": 0, "weight": 1}]}),
+                   "targets": [{"endpoint": {"kind": "upstream", "id": field(&upstream, "id")}, "priority": 0, "weight": 1}]}),
         )
         .await?;
     println!(
@@ -575,23 +583,23 @@ async fn demo_in(dir: &std::path::Path) -> anyhow::Result<bool> {
         let mut cdr = Value::Null;
         for _ in 0..50 {
             let (_, v) = gw.api("GET", "/api/v1/cdrs", None).await?;
-            if let Some(c) = v["items"].as_array().and_then(|a| a.first()) {
+            if let Some(c) = field(&v, "items").as_array().and_then(|a| a.first()) {
                 cdr = c.clone();
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let m = &cdr["media"];
+        let m = field(&cdr, "media");
         println!(
             "  {:>8}: SIP {} RIPT codec {} | RTP in {} out {} | RIPT chunks in {} out {} | lost {}",
             gw.label,
-            cdr["sip_status"],
-            cdr["ript_codec"],
-            m["rtp_packets_in"],
-            m["rtp_packets_out"],
-            m["ript_chunks_in"],
-            m["ript_chunks_out"],
-            m["packets_lost"]
+            field(&cdr, "sip_status"),
+            field(&cdr, "ript_codec"),
+            field(m, "rtp_packets_in"),
+            field(m, "rtp_packets_out"),
+            field(m, "ript_chunks_in"),
+            field(m, "ript_chunks_out"),
+            field(m, "packets_lost")
         );
     }
     let ok = core_share > 0.8 && pbx_share > 0.8 && core_h.digits == DIGITS;

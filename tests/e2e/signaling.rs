@@ -238,3 +238,41 @@ fn calls_beyond_the_cps_cap_get_503() {
     let cdrs = pair.customer.cdrs(2);
     assert_eq!(cdrs[0]["sip_status"], 503, "{cdrs:?}");
 }
+
+#[test]
+fn early_media_from_the_core_reaches_the_pbx_as_183() {
+    let (core_port, pbx_port) = (free_port(), free_port());
+    let pair = pair(core_port, pbx_port, json!({}));
+    // 3 s of a 440 Hz tone in raw µ-law, SIPp's rtp_stream format for payload type 0.
+    let dir = scratch("early-media");
+    let file = dir.join("tone.ulaw");
+    let tone: Vec<u8> = (0..24_000)
+        .map(|k| {
+            let x = 8000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(k) / 8000.0).sin();
+            media_proto::g711::linear_to_ulaw(x as i16)
+        })
+        .collect();
+    std::fs::write(&file, tone).unwrap();
+    let core = core(
+        "e2e_core_early",
+        vec![("FILE", file.display().to_string())],
+        core_port,
+    );
+    let run = pbx(
+        "e2e_pbx_early",
+        &[],
+        &pair.customer,
+        pbx_port,
+        "+14085552000",
+    );
+    ok(core.join().unwrap(), "the core", &pair);
+    ok(run, "the PBX", &pair);
+    for gw in [&pair.customer, &pair.provider] {
+        let c = &gw.cdrs(1)[0];
+        assert_eq!(c["sip_status"], 200, "{}: {c}", gw.name);
+    }
+    // The early media crossed RIPT: chunks reached the customer before the answer.
+    let c = &pair.customer.cdrs(1)[0];
+    assert!(c["media"]["ript_chunks_in"].as_u64().unwrap() > 50, "{c}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -195,9 +195,10 @@ fn rfc4475_torture_messages_over_udp_and_tcp_in_a_private_netns() {
     }
     // intmeth and esc02 carry methods we do not support: 405 with Allow.
     assert!(got("intmeth").contains(&405) && got("esc02").contains(&405));
-    // wsinv is an INVITE from an allow-listed source with no route: 100 then 404.
+    // wsinv is an INVITE whose To carries a tag: a request inside a dialog we do not know,
+    // answered 481 (RFC 3261 §12.2.2) after the transaction's 100.
     assert!(
-        got("wsinv").contains(&100) && got("wsinv").contains(&404),
+        got("wsinv").contains(&100) && got("wsinv").contains(&481),
         "{:?}",
         got("wsinv")
     );
@@ -240,7 +241,7 @@ fn rfc4475_torture_messages_over_udp_and_tcp_in_a_private_netns() {
         tcp_status["badvers"]
     );
     assert!(
-        tcp_status["wsinv"].contains(&404),
+        tcp_status["wsinv"].contains(&481),
         "{:?}",
         tcp_status["wsinv"]
     );
@@ -257,7 +258,8 @@ fn rfc4475_torture_messages_over_udp_and_tcp_in_a_private_netns() {
     );
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     sock.send_to(probe.as_bytes(), r.sip_udp).unwrap();
-    // Unacknowledged 404s of the INVITEs above are still being retransmitted (Timer G).
+    // Unacknowledged final responses to the INVITEs above are still being retransmitted
+    // (Timer G).
     loop {
         let (n, _) = sock.recv_from(&mut buf).unwrap();
         if call_id_of_response(&buf[..n]).as_deref() == Some("alive") {

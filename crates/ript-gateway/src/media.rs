@@ -8,7 +8,7 @@
 //! marker, audio level, telephone-events).
 //!
 //! The internal leg costs two loopback datagrams per packet and direction; a channel-backed
-//! bridge leg would remove them (see BENCHMARKS.md for what it costs today).
+//! bridge leg would remove them (not measured yet).
 
 use bytes::Bytes;
 use media_proto::chunkmap::{ChunksToRtp, Frame, PtMap, RtpMap, RtpToChunks};

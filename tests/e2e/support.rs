@@ -59,7 +59,7 @@ impl Drop for Gateway {
 }
 
 impl Gateway {
-    pub fn start(name: &'static str, rtp_ports: &str, internal_ports: &str) -> Gateway {
+    pub fn start(name: &'static str, rtp_ports: &str) -> Gateway {
         let dir = scratch(name);
         let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
         let mut child = Command::new(BIN)
@@ -82,7 +82,6 @@ impl Gateway {
             .env("RIPT_SIP_REGISTER", "")
             // SIPp answers only the first challenge and only MD5.
             .env("RIPT_SIP_DIGEST_ALGORITHMS", "MD5")
-            .env("RIPT_MEDIA_INTERNAL_PORTS", internal_ports)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -285,16 +284,16 @@ fn peer(name: &str, addr: SocketAddr, dtmf: &str) -> Value {
     })
 }
 
-/// Ports of each gateway's RTP toward SIP peers and of its internal legs (12 pairs each):
-/// distinct per process and test, so parallel tests rarely meet on a port (the allocator
-/// skips ports another process holds anyway).
-pub fn port_ranges() -> [String; 4] {
+/// Ports of each gateway's RTP toward SIP peers (24 pairs each): distinct per process and
+/// test, so parallel tests rarely meet on a port (the allocator skips ports another process
+/// holds anyway).
+pub fn port_ranges() -> [String; 2] {
     static N: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
     let block = 20000 + (std::process::id() % 40) as u16 * 400 + n * 100;
     std::array::from_fn(|i| {
-        let s = block + 24 * i as u16;
-        format!("{s}-{}", s + 23)
+        let s = block + 48 * i as u16;
+        format!("{s}-{}", s + 47)
     })
 }
 
@@ -303,9 +302,9 @@ impl Pair {
     /// a TG for customer "acme" and routes its calls to the SIP core; the customer's PBX
     /// peer routes everything to the provider's TG as an upstream.
     pub fn start(p: Peers) -> Pair {
-        let [c_rtp, c_int, p_rtp, p_int] = port_ranges();
-        let provider = Gateway::start("provider", &p_rtp, &p_int);
-        let customer = Gateway::start("customer", &c_rtp, &c_int);
+        let [c_rtp, p_rtp] = port_ranges();
+        let provider = Gateway::start("provider", &p_rtp);
+        let customer = Gateway::start("customer", &c_rtp);
         let hosted_tg = provider.create(
             "/api/v1/hosted-tgs",
             json!({

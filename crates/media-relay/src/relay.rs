@@ -9,6 +9,7 @@
 use crate::Error;
 use crate::ports::RtpPair;
 use crate::transform::{self, BridgeEvent, DirCounters, Direction, LegMedia, Seeds};
+use bytes::Bytes;
 use media_proto::rtp::RecvStats;
 use media_proto::srtp::{SessionKeys, SrtpSession};
 use std::borrow::Cow;
@@ -180,8 +181,34 @@ impl Drop for Bridge {
     }
 }
 
+/// Where a leg's packets come from and go: a UDP port pair toward its peer, or (the leg toward
+/// an application in this process, e.g. a RIPT call) a pair of channels of clear RTP.
+enum LegIo {
+    Udp(RtpPair),
+    Channel {
+        inbox: mpsc::Receiver<Bytes>,
+        outbox: mpsc::Sender<Bytes>,
+    },
+}
+
+/// The source address a channel leg's packets carry (the leg is [`Latch::Fixed`] to it).
+const CHANNEL_PEER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9);
+
+/// Packets waiting in each direction of a channel leg: about a second of audio; beyond it the
+/// bridge drops (it never waits on its application).
+const CHANNEL_DEPTH: usize = 64;
+
+/// The application's end of a channel leg ([`Bridge::start_with_channel`]): clear RTP packets
+/// in (`to_bridge`, as if from leg B's peer) and out (`from_bridge`, toward leg B's peer).
+#[derive(Debug)]
+pub struct ChannelEnd {
+    pub to_bridge: mpsc::Sender<Bytes>,
+    pub from_bridge: mpsc::Receiver<Bytes>,
+}
+
 struct Leg {
-    pair: RtpPair,
+    io: LegIo,
     cfg: LegConfig,
     srtp: Option<SrtpSession>,
     peer: Option<SocketAddr>,
@@ -201,9 +228,9 @@ struct Leg {
 }
 
 impl Leg {
-    fn new(pair: RtpPair, cfg: LegConfig, now: Instant) -> Result<Self, media_proto::Error> {
+    fn new(io: LegIo, cfg: LegConfig, now: Instant) -> Result<Self, media_proto::Error> {
         Ok(Leg {
-            pair,
+            io,
             peer: cfg.remote,
             candidate: None,
             rtcp_latched: None,
@@ -345,10 +372,16 @@ impl Leg {
         let Some(dst) = (if rtcp { self.rtcp_peer() } else { self.peer }) else {
             return true;
         };
-        let sock = if rtcp {
-            &self.pair.rtcp
-        } else {
-            &self.pair.rtp
+        let sock = match &self.io {
+            LegIo::Udp(pair) if rtcp => &pair.rtcp,
+            LegIo::Udp(pair) => &pair.rtp,
+            LegIo::Channel { outbox, .. } => {
+                // In-process: clear RTP only (no SRTP, no RTCP); a full channel drops.
+                if !rtcp {
+                    let _ = outbox.try_send(Bytes::copy_from_slice(clear));
+                }
+                return true;
+            }
         };
         match &mut self.srtp {
             None => {
@@ -479,12 +512,74 @@ impl Bridge {
         let dirs = Dirs::new(&a_cfg, &b_cfg, &mut seeds, Instant::now())?;
         let (cmd, rx) = mpsc::channel(8);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-        let task = tokio::spawn(run(a, a_cfg, b, b_cfg, dirs, seeds, timeout, rx, events_tx));
+        let task = tokio::spawn(run(
+            LegIo::Udp(a),
+            a_cfg,
+            LegIo::Udp(b),
+            b_cfg,
+            dirs,
+            seeds,
+            timeout,
+            rx,
+            events_tx,
+        ));
         Ok(Bridge {
             cmd,
             task,
             events: Some(events),
         })
+    }
+
+    /// A bridge whose leg B is not a peer on the network but an application in this process
+    /// (say, a RIPT call): it exchanges clear RTP with the bridge over [`ChannelEnd`], with
+    /// all of leg B's transforms (`b_cfg.media`). Leg B has no SRTP, no RTCP and no latching
+    /// (`b_cfg`'s `remote`, `latch` and `srtp` are ignored); it is exempt from the RTP timeout
+    /// (`hold`), only leg A's silence ends the bridge. Dropping the [`ChannelEnd`]'s sender
+    /// stops the bridge.
+    pub fn start_with_channel(
+        a: RtpPair,
+        a_cfg: LegConfig,
+        b_cfg: LegConfig,
+        timeout: Duration,
+    ) -> Result<(Bridge, ChannelEnd), Error> {
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let b_cfg = LegConfig {
+            remote: Some(CHANNEL_PEER),
+            latch: Latch::Fixed,
+            srtp: None,
+            hold: true,
+            ..b_cfg
+        };
+        let mut seeds = Seeds::new(seed);
+        let dirs = Dirs::new(&a_cfg, &b_cfg, &mut seeds, Instant::now())?;
+        let (cmd, rx) = mpsc::channel(8);
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (to_bridge, inbox) = mpsc::channel(CHANNEL_DEPTH);
+        let (outbox, from_bridge) = mpsc::channel(CHANNEL_DEPTH);
+        let task = tokio::spawn(run(
+            LegIo::Udp(a),
+            a_cfg,
+            LegIo::Channel { inbox, outbox },
+            b_cfg,
+            dirs,
+            seeds,
+            timeout,
+            rx,
+            events_tx,
+        ));
+        Ok((
+            Bridge {
+                cmd,
+                task,
+                events: Some(events),
+            },
+            ChannelEnd {
+                to_bridge,
+                from_bridge,
+            },
+        ))
     }
 
     pub async fn stats(&self) -> Option<BridgeStats> {
@@ -550,47 +645,78 @@ impl Bridge {
 const BURST: usize = 64;
 
 /// Moves RTP from `from` to `to`, through `dir` when transforms run; `Err` on a socket
-/// error other than "nothing to read".
+/// error other than "nothing to read". `first` is a packet a channel leg already received.
 fn pump_rtp(
     from: &mut Leg,
     to: &mut Leg,
     mut dir: Option<&mut Direction>,
     buf: &mut [u8],
     events: &mpsc::Sender<BridgeEvent>,
+    mut first: Option<Bytes>,
 ) -> Result<(), ()> {
     for _ in 0..BURST {
-        match from.pair.rtp.try_recv_from(buf) {
-            Ok((n, src)) => {
-                let now = Instant::now();
-                let Some(len) = from.accept_rtp(buf, n, src, now) else {
-                    continue;
+        let (n, src) = match &mut from.io {
+            LegIo::Udp(pair) => match pair.rtp.try_recv_from(buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                // ICMP port unreachable from an earlier send shows up here on Linux: not fatal.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(_) => return Err(()),
+            },
+            LegIo::Channel { inbox, .. } => {
+                let pkt = match first.take() {
+                    Some(p) => p,
+                    None => match inbox.try_recv() {
+                        Ok(p) => p,
+                        Err(_) => return Ok(()),
+                    },
                 };
-                let Some(pkt) = buf.get_mut(..len) else {
-                    continue;
-                };
-                if let Some(d) = dir.as_deref_mut() {
-                    let forward = d.handle_rtp(now.into_std(), pkt);
-                    report(d, events);
-                    while let Some(t) = d.poll_transcoded() {
-                        if !to.send(&t, false) {
-                            from.counters.dropped += 1;
-                        }
-                    }
-                    if !forward {
-                        continue;
-                    }
-                }
-                if !to.send(pkt, false) {
+                let Some(dst) = buf.get_mut(..pkt.len()) else {
                     from.counters.dropped += 1;
-                }
+                    continue;
+                };
+                dst.copy_from_slice(&pkt);
+                (pkt.len(), CHANNEL_PEER)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            // ICMP port unreachable from an earlier send shows up here on Linux: not fatal.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-            Err(_) => return Err(()),
-        }
+        };
+        forward_rtp(from, to, dir.as_deref_mut(), buf, n, src, events);
     }
     Ok(())
+}
+
+/// One RTP packet received into `buf[..n]` from `src`: accepted (latching, SRTP), transformed
+/// and sent on.
+fn forward_rtp(
+    from: &mut Leg,
+    to: &mut Leg,
+    dir: Option<&mut Direction>,
+    buf: &mut [u8],
+    n: usize,
+    src: SocketAddr,
+    events: &mpsc::Sender<BridgeEvent>,
+) {
+    let now = Instant::now();
+    let Some(len) = from.accept_rtp(buf, n, src, now) else {
+        return;
+    };
+    let Some(pkt) = buf.get_mut(..len) else {
+        return;
+    };
+    if let Some(d) = dir {
+        let forward = d.handle_rtp(now.into_std(), pkt);
+        report(d, events);
+        while let Some(t) = d.poll_transcoded() {
+            if !to.send(&t, false) {
+                from.counters.dropped += 1;
+            }
+        }
+        if !forward {
+            return;
+        }
+    }
+    if !to.send(pkt, false) {
+        from.counters.dropped += 1;
+    }
 }
 
 /// Hands a direction's digits to the call task without waiting: a full queue drops them.
@@ -614,8 +740,11 @@ fn drive(dir: Option<&mut Direction>, to: &mut Leg, events: &mpsc::Sender<Bridge
 }
 
 fn pump_rtcp(from: &mut Leg, to: &mut Leg, buf: &mut [u8]) -> Result<(), ()> {
+    let LegIo::Udp(pair) = &from.io else {
+        return Ok(());
+    };
     for _ in 0..BURST {
-        match from.pair.rtcp.try_recv_from(buf) {
+        match pair.rtcp.try_recv_from(buf) {
             Ok((n, src)) => {
                 if !from.rtcp_from_peer(src) {
                     from.counters.dropped += 1;
@@ -717,11 +846,30 @@ fn update(
     Ok(())
 }
 
+/// What a leg has to read.
+enum Ready {
+    /// RTP: a readable socket (`None`), or a channel's first packet.
+    Rtp(Option<Bytes>),
+    Rtcp,
+}
+
+/// Waits until a leg has something to read. A closed channel (the application is gone) stops
+/// the bridge like a socket error.
+async fn leg_ready(io: &mut LegIo) -> Result<Ready, ()> {
+    match io {
+        LegIo::Udp(pair) => tokio::select! {
+            r = pair.rtp.readable() => r.map(|()| Ready::Rtp(None)).map_err(drop),
+            r = pair.rtcp.readable() => r.map(|()| Ready::Rtcp).map_err(drop),
+        },
+        LegIo::Channel { inbox, .. } => inbox.recv().await.map(|p| Ready::Rtp(Some(p))).ok_or(()),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
-    a: RtpPair,
+    a: LegIo,
     a_cfg: LegConfig,
-    b: RtpPair,
+    b: LegIo,
     b_cfg: LegConfig,
     mut dirs: Dirs,
     mut seeds: Seeds,
@@ -748,10 +896,14 @@ async fn run(
         };
         let Dirs { ab, ba } = &mut dirs;
         let step = tokio::select! {
-            r = a.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut a, &mut b, ab.as_mut(), &mut buf, &events)),
-            r = b.pair.rtp.readable() => r.map_err(drop).and_then(|()| pump_rtp(&mut b, &mut a, ba.as_mut(), &mut buf, &events)),
-            r = a.pair.rtcp.readable() => r.map_err(drop).and_then(|()| pump_rtcp(&mut a, &mut b, &mut buf)),
-            r = b.pair.rtcp.readable() => r.map_err(drop).and_then(|()| pump_rtcp(&mut b, &mut a, &mut buf)),
+            r = leg_ready(&mut a.io) => r.and_then(|ready| match ready {
+                Ready::Rtp(first) => pump_rtp(&mut a, &mut b, ab.as_mut(), &mut buf, &events, first),
+                Ready::Rtcp => pump_rtcp(&mut a, &mut b, &mut buf),
+            }),
+            r = leg_ready(&mut b.io) => r.and_then(|ready| match ready {
+                Ready::Rtp(first) => pump_rtp(&mut b, &mut a, ba.as_mut(), &mut buf, &events, first),
+                Ready::Rtcp => pump_rtcp(&mut b, &mut a, &mut buf),
+            }),
             c = cmd.recv() => match c {
                 Some(Cmd::Stats(r)) => {
                     let _ = r.send(BridgeStats {

@@ -63,8 +63,6 @@ pub struct Gw {
     pub live: Arc<LiveCalls>,
     /// RTP toward SIP peers.
     pub ports: PortAllocator,
-    /// The bridges' internal loopback legs.
-    pub internal: PortAllocator,
     /// The address written in our SDP.
     pub media_ip: String,
     /// `host:port` for our From/Contact domain in INVITEs we send.
@@ -757,23 +755,15 @@ impl SipToRipt {
             .unwrap_or(RiptCodec(ript_proto::chunk::PayloadType::PCMU));
         let ids = directive_ids(&d.client_directives);
         if let (Some(pair), Some(side)) = (self.leg.sip_pair.take(), self.pending_side.clone()) {
-            match self.leg.gw.internal.allocate() {
-                Ok(internal) => {
-                    match CallMedia::start(
-                        pair,
-                        side,
-                        internal,
-                        codec,
-                        RiptSink::Client(call.control.clone()),
-                        ids,
-                    )
-                    .await
-                    {
-                        Ok(m) => self.leg.media = Some(m),
-                        Err(e) => warn!(error = %e, "no media bridge"),
-                    }
-                }
-                Err(e) => warn!(error = %e, "no internal RTP port"),
+            match CallMedia::start(
+                pair,
+                side,
+                codec,
+                RiptSink::Client(call.control.clone()),
+                ids,
+            ) {
+                Ok(m) => self.leg.media = Some(m),
+                Err(e) => warn!(error = %e, "no media bridge"),
             }
         }
         self.ript_uri = Some(d.uri.clone());
@@ -1330,21 +1320,15 @@ impl RiptToSip {
         let server = &self.description.server_directives;
         let codec = RiptCodec::from_directive(server)
             .unwrap_or(RiptCodec(ript_proto::chunk::PayloadType::PCMU));
-        match self.leg.gw.internal.allocate() {
-            Ok(internal) => match CallMedia::start(
-                pair,
-                side,
-                internal,
-                codec,
-                RiptSink::Server(self.ript.clone()),
-                directive_ids(server),
-            )
-            .await
-            {
-                Ok(m) => self.leg.media = Some(m),
-                Err(e) => warn!(error = %e, "no media bridge"),
-            },
-            Err(e) => warn!(error = %e, "no internal RTP port"),
+        match CallMedia::start(
+            pair,
+            side,
+            codec,
+            RiptSink::Server(self.ript.clone()),
+            directive_ids(server),
+        ) {
+            Ok(m) => self.leg.media = Some(m),
+            Err(e) => warn!(error = %e, "no media bridge"),
         }
     }
 

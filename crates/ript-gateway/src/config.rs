@@ -42,7 +42,6 @@ pub const ENV: &[(&str, &str)] = &[
     ("RIPT_SIP_TLS_CA", "sip.tls.ca"),
     ("RIPT_MEDIA_ADDRESS", "media.address"),
     ("RIPT_RTP_PORTS", "media.rtp_ports"),
-    ("RIPT_MEDIA_INTERNAL_PORTS", "media.internal_ports"),
     ("RIPT_ADMIN_LISTEN", "admin.listen"),
     ("RIPT_ADMIN_TOKEN", "admin.token"),
 ];
@@ -179,8 +178,6 @@ pub struct Media {
     /// (127.0.0.1 when that is a wildcard).
     pub address: Option<std::net::IpAddr>,
     pub rtp_ports: media_relay::PortRange,
-    /// Loopback ports of the relay's internal leg toward RIPT.
-    pub internal_ports: media_relay::PortRange,
 }
 
 pub struct Sip {
@@ -418,7 +415,6 @@ struct Layer {
 struct MediaLayer {
     address: Option<String>,
     rtp_ports: String,
-    internal_ports: String,
 }
 
 impl Default for MediaLayer {
@@ -426,7 +422,6 @@ impl Default for MediaLayer {
         MediaLayer {
             address: None,
             rtp_ports: "20000-29999".into(),
-            internal_ports: "40000-44999".into(),
         }
     }
 }
@@ -661,8 +656,6 @@ fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, E
             None => None,
         },
         rtp_ports: port_range(&l.media.rtp_ports).map_err(|r| err("media.rtp_ports", r))?,
-        internal_ports: port_range(&l.media.internal_ports)
-            .map_err(|r| err("media.internal_ports", r))?,
     };
     check_token(l.admin.token.as_deref()).map_err(|r| err("admin.token", r))?;
     // The admin API guards the whole configuration: it wants ≥ 22 characters (≈128 bits).

@@ -2,13 +2,10 @@
 //!
 //! The SIP leg runs through a [`media_relay::Bridge`], which already does everything a SIP
 //! peer needs — latching, SRTP, RTP timeout, µ-law ⇄ A-law and G.711 ⇄ Opus, RFC 4733 ⇄ SIP
-//! INFO, CN — between the peer's codec and the RIPT leg's codec. The bridge's second leg is
-//! an internal loopback RTP stream in the RIPT codec, which this module maps to and from RIPT
-//! chunks with [`media_proto::chunkmap`] (extended timestamps, RTP clock ⇄ wall-clock ms,
-//! marker, audio level, telephone-events).
-//!
-//! The internal leg costs two loopback datagrams per packet and direction; a channel-backed
-//! bridge leg would remove them (not measured yet).
+//! INFO, CN — between the peer's codec and the RIPT leg's codec. The bridge's second leg is a
+//! channel of clear RTP in the RIPT codec inside this process ([`Bridge::start_with_channel`]),
+//! which this module maps to and from RIPT chunks with [`media_proto::chunkmap`] (extended
+//! timestamps, RTP clock ⇄ wall-clock ms, marker, audio level, telephone-events).
 
 use bytes::Bytes;
 use media_proto::chunkmap::{ChunksToRtp, Frame, PtMap, RtpMap, RtpToChunks};
@@ -19,8 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::Sender;
 use tracing::debug;
 
 /// RTP payload types of the internal leg (its SDP exists only here).
@@ -98,10 +95,8 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct CallMedia {
     bridge: Bridge,
-    /// The internal socket; the bridge's leg B latches to it.
-    pump: Arc<UdpSocket>,
-    /// Where the bridge's leg B listens.
-    bridge_b: SocketAddr,
+    /// Clear RTP into the bridge's leg B (from the RIPT leg).
+    to_bridge: Sender<Bytes>,
     to_rtp: ChunksToRtp,
     pub counters: Arc<Counters>,
     uplink: tokio::task::JoinHandle<()>,
@@ -138,11 +133,10 @@ fn pt_map(codec: RiptCodec) -> PtMap {
 
 impl CallMedia {
     /// Starts relaying between the SIP peer on `sip_pair` and the RIPT call `sink`, whose
-    /// audio is `codec`. `internal` is a loopback pair for the bridge's second leg.
-    pub async fn start(
+    /// audio is `codec`.
+    pub fn start(
         sip_pair: RtpPair,
         sip: SipSide,
-        internal: RtpPair,
         codec: RiptCodec,
         sink: RiptSink,
         source_sink: (u8, u8),
@@ -150,13 +144,6 @@ impl CallMedia {
         let (relay_codec, pt) = codec.internal().ok_or(crate::calls::CallError::Media(
             "the RIPT codec cannot be bridged",
         ))?;
-        let pump = UdpSocket::bind("127.0.0.1:0")
-            .await
-            .map_err(|_| crate::calls::CallError::Media("no loopback socket"))?;
-        let pump_addr = pump
-            .local_addr()
-            .map_err(|_| crate::calls::CallError::Media("no loopback socket"))?;
-        let bridge_b = SocketAddr::new([127, 0, 0, 1].into(), internal.port);
         let a_cfg = LegConfig {
             remote: sip.remote,
             clock_rate: sip.media.codec.clock_rate(),
@@ -164,27 +151,23 @@ impl CallMedia {
             hold: sip.hold,
             ..LegConfig::default()
         };
+        // The channel leg is silent whenever the RIPT peer is (the bridge exempts it from the
+        // RTP timeout): only the SIP leg's silence means a dead call.
         let b_cfg = LegConfig {
-            remote: Some(pump_addr),
-            latch: media_relay::Latch::Fixed,
             clock_rate: relay_codec.clock_rate(),
             media: Some(LegMedia::new(
                 pt,
                 relay_codec,
                 DtmfMode::Rfc4733 { pt: INTERNAL_TE_PT },
             )),
-            // The internal leg is silent whenever the RIPT peer is; only the SIP leg's
-            // silence means a dead call.
-            hold: true,
             ..LegConfig::default()
         };
-        let mut bridge = Bridge::start(sip_pair, a_cfg, internal, b_cfg, RTP_TIMEOUT)
+        let (mut bridge, end) = Bridge::start_with_channel(sip_pair, a_cfg, b_cfg, RTP_TIMEOUT)
             .map_err(|_| crate::calls::CallError::Media("the codecs cannot be bridged"))?;
         let digits = bridge.take_events();
-        let pump = Arc::new(pump);
         let counters = Arc::new(Counters::default());
         let uplink = tokio::spawn(uplink(
-            Arc::clone(&pump),
+            end.from_bridge,
             RtpToChunks::new(pt_map(codec), None),
             sink,
             source_sink,
@@ -193,8 +176,7 @@ impl CallMedia {
         let (ssrc, seq, ts) = rand::random::<(u32, u16, u32)>();
         Ok(CallMedia {
             bridge,
-            pump,
-            bridge_b,
+            to_bridge: end.to_bridge,
             to_rtp: ChunksToRtp::new(pt_map(codec), ssrc, seq, ts),
             counters,
             uplink,
@@ -222,8 +204,8 @@ impl CallMedia {
             .map(&frame)
             .ok()
             .and_then(|p| media_proto::rtp::serialize(&p).ok())
-            .map(|b| self.pump.try_send_to(&b, self.bridge_b));
-        if !matches!(sent, Some(Ok(_))) {
+            .map(|b| self.to_bridge.try_send(b));
+        if !matches!(sent, Some(Ok(()))) {
             self.counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -258,25 +240,20 @@ impl CallMedia {
     }
 }
 
-/// SIP → RIPT: RTP from the bridge's internal leg becomes chunks.
+/// SIP → RIPT: RTP from the bridge's channel leg becomes chunks.
 async fn uplink(
-    pump: Arc<UdpSocket>,
+    mut from_bridge: mpsc::Receiver<Bytes>,
     mut to_chunks: RtpToChunks,
     sink: RiptSink,
     (source, sink_id): (u8, u8),
     counters: Arc<Counters>,
 ) {
-    let mut buf = vec![0u8; 2048];
     loop {
-        let n = match pump.recv(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                debug!(error = %e, "internal media socket closed");
-                return;
-            }
+        let Some(bytes) = from_bridge.recv().await else {
+            debug!("the media bridge ended");
+            return;
         };
-        let Some(bytes) = buf.get(..n) else { continue };
-        let Ok(p) = media_proto::rtp::parse(Bytes::copy_from_slice(bytes)) else {
+        let Ok(p) = media_proto::rtp::parse(bytes) else {
             counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
             continue;
         };

@@ -388,10 +388,6 @@ pub async fn run_until(
         limits: Arc::new(crate::routing::Limits::default()),
         live: live.clone(),
         ports: media_relay::PortAllocator::new(media_ip, s.media.rtp_ports),
-        internal: media_relay::PortAllocator::new(
-            std::net::IpAddr::from([127, 0, 0, 1]),
-            s.media.internal_ports,
-        ),
         media_ip: media_ip.to_string(),
         sip_domain,
         clients: crate::calls::RiptClients::default(),

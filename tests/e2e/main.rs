@@ -10,6 +10,7 @@
 )]
 
 mod calls;
+mod identity;
 mod signaling;
 mod support;
 

@@ -253,6 +253,8 @@ pub struct Peers {
     pub media_mode: &'static str,
     /// Extra fields of the PBX peer at the customer gateway (caps, digest).
     pub pbx_extra: Value,
+    /// Extra or replaced fields of the provider's hosted TG (`require_passport`, ...).
+    pub hosted_extra: Value,
     /// `dtmf` of the SIP core peer at the provider.
     pub core_dtmf: &'static str,
     pub pbx_dtmf: &'static str,
@@ -265,6 +267,7 @@ impl Default for Peers {
             core: "127.0.0.1:5060".parse().unwrap(),
             media_mode: "datagrams",
             pbx_extra: json!({}),
+            hosted_extra: json!({}),
             core_dtmf: "rfc4733",
             pbx_dtmf: "rfc4733",
         }
@@ -305,17 +308,20 @@ impl Pair {
         let [c_rtp, p_rtp] = port_ranges();
         let provider = Gateway::start("provider", &p_rtp);
         let customer = Gateway::start("customer", &c_rtp);
-        let hosted_tg = provider.create(
-            "/api/v1/hosted-tgs",
-            json!({
-                "tenant": "acme",
-                "name": "acme-main",
-                "vouched_numbers": ["+1408555*"],
-                "destination_pattern": "+*",
-                "advertisement": {},
-                "customer_tgs": [],
-            }),
-        );
+        let mut hosted = json!({
+            "tenant": "acme",
+            "name": "acme-main",
+            "vouched_numbers": ["+1408555*"],
+            "destination_pattern": "+*",
+            "advertisement": {},
+            "customer_tgs": [],
+        });
+        if let (Some(o), Some(extra)) = (hosted.as_object_mut(), p.hosted_extra.as_object()) {
+            for (k, v) in extra {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        let hosted_tg = provider.create("/api/v1/hosted-tgs", hosted);
         let (status, cred) = provider.api(
             "POST",
             &format!("/api/v1/hosted-tgs/{hosted_tg}/credentials"),

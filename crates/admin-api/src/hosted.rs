@@ -40,6 +40,10 @@ pub struct HostedTg {
     pub enabled: bool,
     /// Number patterns the customer may use as caller ID (we vouch for them).
     pub vouched_numbers: Vec<String>,
+    /// Refuse the customer's call creations without a valid PASSporT (`403`); a passport
+    /// that is present is verified either way. Default `false`.
+    #[serde(default)]
+    pub require_passport: bool,
     /// Destinations the customer may call (RIPT number pattern).
     pub destination_pattern: String,
     /// The advertisement document served for this TG (a JSON object).
@@ -81,6 +85,7 @@ impl Document for HostedTg {
             name: t.name,
             enabled: t.enabled,
             vouched_numbers: t.vouched_numbers,
+            require_passport: t.require_passport,
             destination_pattern: t.destination_pattern,
             advertisement: t.advertisement,
             max_cps: t.max_cps,
@@ -129,6 +134,7 @@ impl Document for HostedTg {
             name: self.name,
             enabled: self.enabled,
             vouched_numbers: self.vouched_numbers,
+            require_passport: self.require_passport,
             destination_pattern: self.destination_pattern,
             advertisement: self.advertisement,
             max_cps: self.max_cps,

@@ -94,6 +94,8 @@ struct Upstream {
     client: Client,
     tg_uri: String,
     handler: String,
+    /// Caller certificates enrolled at this upstream (ript-profile §8).
+    certs: crate::identity::Certs,
 }
 
 impl RiptClients {
@@ -148,6 +150,7 @@ impl RiptClients {
             client,
             tg_uri,
             handler,
+            certs: crate::identity::Certs::default(),
         });
         map.insert(up.id.clone(), Arc::clone(&u));
         Ok(u)
@@ -451,6 +454,8 @@ struct SipToRipt {
     offer: Option<Sdp>,
     /// The SIP peer's media until the RIPT leg exists to bridge it to.
     pending_side: Option<SipSide>,
+    /// The INVITE's RFC 8224 `Identity` header values (a valid one travels on as passport).
+    identity: Vec<String>,
 }
 
 impl SipToRipt {
@@ -537,6 +542,11 @@ impl SipToRipt {
             early_sent: false,
             offer: None,
             pending_side: None,
+            identity: req
+                .headers()
+                .get_all("Identity")
+                .map(str::to_owned)
+                .collect(),
         };
         // Refusals decided before the core runs: caps, numbers, SDP.
         let refusal: Option<EarlyRefusal> = match (&slot, &targets_result) {
@@ -704,6 +714,7 @@ impl SipToRipt {
         let gw = Arc::clone(&self.leg.gw);
         let snap = Arc::clone(&self.leg.snap);
         let dest = self.dest.clone();
+        let (caller, identity) = (self.leg.caller.clone(), self.identity.clone());
         let endpoint = target_endpoint(target);
         self.creating = Some(tokio::spawn(
             async move {
@@ -726,7 +737,10 @@ impl SipToRipt {
                     destination: dest,
                     passport: None,
                 };
-                match u.client.create_call(&u.tg_uri, &create).await {
+                let created = crate::identity::create_call(
+                    &u.client, &u.tg_uri, &u.certs, create, &caller, &identity,
+                );
+                match created.await {
                     Ok(d) => Ok((u, d)),
                     Err(e) => {
                         // A handler the server forgot (a restart) is registered afresh next time.
@@ -1018,6 +1032,8 @@ struct RiptToSip {
     peer: Option<store::peer::SipPeer>,
     offer: Option<Sdp>,
     answered: bool,
+    /// The call's verified passport (compact JWS), for the INVITE's `Identity` header.
+    passport: Option<String>,
 }
 
 impl RiptToSip {
@@ -1077,6 +1093,7 @@ impl RiptToSip {
             peer: None,
             offer: None,
             answered: false,
+            passport: c.passport_jws,
         };
         match (slot, routed) {
             (Err(cap), _) => {
@@ -1244,7 +1261,8 @@ impl RiptToSip {
                 .outbound_auth
                 .as_ref()
                 .map(|d| (d.username.clone(), d.password.expose().to_owned())),
-            headers: vec![],
+            // ript-profile §8: the passport travels on as an RFC 8224 Identity header.
+            headers: crate::identity::sip_headers(self.passport.as_deref()),
         };
         let call = self.leg.gw.caller.call(opts).await.map_err(|e| {
             info!(error = %e, "INVITE not sent");

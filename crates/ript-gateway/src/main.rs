@@ -4,6 +4,7 @@ mod bench;
 mod calls;
 mod config;
 mod demo;
+mod identity;
 mod live;
 mod media;
 mod probe;

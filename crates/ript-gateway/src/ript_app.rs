@@ -390,7 +390,9 @@ fn ript_tg(t: &store::hosted::HostedTg) -> anyhow::Result<HostedTg> {
         vouch,
         advertisement: advertisement(&t.advertisement)?,
         timers: CallTimers::default(),
-        require_passport: false,
+        // ript-profile §8: passports chain to this TG's own CA (the certificates it issues
+        // through `POST {tg}/certs`); no other anchors are configured yet.
+        require_passport: t.require_passport,
         trust_anchors: vec![],
         ca: None,
     })
@@ -619,6 +621,7 @@ mod tests {
             name: "acme-main".into(),
             enabled: true,
             vouched_numbers: vouched.iter().map(|s| (*s).to_owned()).collect(),
+            require_passport: false,
             destination_pattern: dest.into(),
             advertisement: json!(null),
             customer_tgs: vec![],
@@ -638,8 +641,12 @@ mod tests {
         assert!(!t.destinations.matches("+19005551000"));
         assert!(t.vouch.matches("+14085550001") && t.vouch.matches("+14155550100"));
         assert!(!t.vouch.matches("+14155550101"));
+        assert!(!t.require_passport);
         let none = ript_tg(&stored("*", &[])).unwrap();
         assert!(!none.vouch.matches("+14085550001"), "no vouched numbers");
+        let mut strict = stored("*", &[]);
+        strict.require_passport = true;
+        assert!(ript_tg(&strict).unwrap().require_passport);
         assert!(ript_tg(&stored("not a pattern", &[])).is_err());
     }
 

@@ -293,6 +293,23 @@ pub fn make_csr(numbers: &[&str]) -> Result<(p256::ecdsa::SigningKey, String), C
     Ok((signing, csr))
 }
 
+/// The certificates of a PEM chain (`application/pem-certificate-chain`, what
+/// `POST {tg}/certs` and `GET {tg}/certs/{id}` answer) as DER, in order; blocks that are not
+/// certificates are skipped.
+pub fn pem_chain_der(pem: &str) -> Vec<Vec<u8>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+/// A certificate's notAfter in Unix seconds (`None` when it does not parse or lies before
+/// 1970), so a holder knows when to enrol again.
+pub fn not_after_secs(der: &[u8]) -> Option<u64> {
+    let cert = parse_cert(der)?;
+    u64::try_from(cert.validity().not_after.timestamp()).ok()
+}
+
 /// What a verified CSR asks for.
 struct Request {
     /// Telephone numbers, digits only, deduplicated, in request order.
@@ -474,6 +491,12 @@ mod tests {
             NOW as i64 + 365 * 86_400
         );
         assert!(!leaf.basic_constraints().unwrap().unwrap().value.ca);
+        assert_eq!(pem_chain_der(&issued.pem), issued.der_chain);
+        assert_eq!(
+            not_after_secs(&issued.der_chain[0]),
+            Some(NOW + 365 * 86_400)
+        );
+        assert_eq!(not_after_secs(b"junk"), None);
 
         let claims = Claims::new("+14085551000", "+14089529999", NOW, "origid-1");
         let jws = passport::sign(&claims, "https://tg.example/certs/x", &key);

@@ -215,7 +215,11 @@ pub struct IncomingCall {
     pub description: CallDescription,
     pub tenant: String,
     pub tg: String,
+    /// The claims of the call's passport, verified at creation (ript-profile §8).
     pub passport: Option<ript_proto::passport::Claims>,
+    /// That passport as the client sent it (compact JWS, `header.claims.signature`), so it
+    /// can travel on as an RFC 8224 `Identity` header; `None` exactly when `passport` is.
+    pub passport_jws: Option<String>,
     pub control: CallControl,
     pub events: mpsc::Receiver<CallEvent>,
 }
@@ -1292,6 +1296,7 @@ async fn create_call(
         description: description.clone(),
         tenant: tenant.to_owned(),
         tg: tg.to_owned(),
+        passport_jws: claims.as_ref().and(create.passport.clone()),
         passport: claims,
         control: CallControl { tx: tx.clone() },
         events: ev_rx,

@@ -31,6 +31,10 @@ pub struct HostedTg {
     pub enabled: bool,
     /// Number patterns the customer may use as caller ID (we vouch for them).
     pub vouched_numbers: Vec<String>,
+    /// Refuse call creations without a valid PASSporT (`403`, ript-profile §8); a passport
+    /// that is present is always verified.
+    #[serde(default)]
+    pub require_passport: bool,
     /// Destinations the customer may call (RIPT number pattern).
     pub destination_pattern: String,
     /// The advertisement document served for this TG.
@@ -61,6 +65,7 @@ impl Resource for HostedTg {
         "customer_tg_tokens",
         "max_cps",
         "max_concurrent",
+        "require_passport",
     ];
 
     fn id(&self) -> &str {
@@ -121,6 +126,7 @@ impl Resource for HostedTg {
             Val::Blob(sealed),
             Val::Int(self.max_cps.map(i64::from)),
             Val::Int(self.max_concurrent.map(i64::from)),
+            Val::flag(self.require_passport),
         ])
     }
 
@@ -144,6 +150,7 @@ impl Resource for HostedTg {
             name: row.text("name")?,
             enabled: row.flag("enabled")?,
             vouched_numbers: row.json("vouched_numbers")?,
+            require_passport: row.flag("require_passport")?,
             destination_pattern: row.text("destination_pattern")?,
             advertisement: row.json("advertisement")?,
             customer_tgs,

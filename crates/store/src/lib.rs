@@ -51,11 +51,18 @@ use sqlx::{Row as _, SqlSafeStr as _};
 use std::sync::Arc;
 
 /// The migrations, embedded so a deployed binary needs no files beside it.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "hosted tg require passport",
+        include_str!("../../../migrations/0002_hosted_tg_require_passport.sql"),
+    ),
+];
 
 /// Which rows a caller may see. Hosted-TG-owned resources (hosted TGs, customer credentials,
 /// numbers with an owner tenant) are filtered by tenant; global resources (SIP peers, RIPT

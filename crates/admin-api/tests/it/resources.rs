@@ -171,8 +171,14 @@ both_dbs!(hosted_tgs_and_customer_credentials, |db| {
     assert_eq!(r.json["customer_tgs"][0]["token"], "***");
     assert_eq!(r.json["customer_tgs"][1]["token"], Value::Null);
     assert_eq!(r.json["advertisement"], json!({"media": ["opus", "pcmu"]}));
+    assert_eq!(r.json["require_passport"], false, "absent means false");
     // The same name under another tenant is fine; under the same tenant it conflicts.
-    create(&srv, "/api/v1/hosted-tgs", hosted("globex", "main")).await;
+    let mut strict = hosted("globex", "main");
+    strict["require_passport"] = json!(true);
+    let g = create(&srv, "/api/v1/hosted-tgs", strict).await;
+    assert_eq!(g.json["require_passport"], true);
+    let stored = db.store.hosted_tgs().get(&Scope::Admin, &id(&g)).await;
+    assert!(stored.unwrap().require_passport);
     srv.call("POST", "/api/v1/hosted-tgs", Some(hosted("acme", "main")))
         .await
         .problem(409);

@@ -190,10 +190,13 @@ async fn certs_enrol_fetch_without_token_and_passports_gate_calls() {
         &x5u,
         &key,
     );
-    let d = within(a.create_call(&h.tg, &create(good))).await.unwrap();
+    let d = within(a.create_call(&h.tg, &create(good.clone())))
+        .await
+        .unwrap();
     assert_eq!(d.from, "+14085551000");
     let inc = within(h.server.next_call()).await.unwrap();
     assert_eq!(inc.passport.unwrap().orig.tn, "14085551000");
+    assert_eq!(inc.passport_jws.as_deref(), Some(good.as_str()));
     // Forged: signed by a key the certificate does not hold.
     let (other_key, _) = make_csr(&["+14085551000"]).unwrap();
     let forged = sign(

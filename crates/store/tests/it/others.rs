@@ -53,6 +53,7 @@ fn hosted(tenant: &str, name: &str) -> HostedTg {
         name: name.into(),
         enabled: true,
         vouched_numbers: vec!["+1408555*".into()],
+        require_passport: false,
         destination_pattern: "*".into(),
         advertisement: json!({"media": ["opus", "pcmu"]}),
         customer_tgs: vec![
@@ -159,10 +160,10 @@ both_dbs!(hosted_tgs_tenant_isolation, |db| {
     let globex = Scope::Tenant("globex".into());
     let a = repo.create(&acme, hosted("acme", "main")).await.unwrap();
     // Same name in another tenant is fine; twice in one tenant is a conflict.
-    let g = repo
-        .create(&globex, hosted("globex", "main"))
-        .await
-        .unwrap();
+    let mut strict = hosted("globex", "main");
+    strict.require_passport = true;
+    let g = repo.create(&globex, strict).await.unwrap();
+    assert!(repo.get(&globex, &g.id).await.unwrap().require_passport);
     assert!(matches!(
         repo.create(&acme, hosted("acme", "main")).await,
         Err(Error::Conflict { field: "name" })

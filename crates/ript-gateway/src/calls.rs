@@ -371,6 +371,19 @@ struct Leg {
     sip_codec: Option<String>,
     _slot: Option<crate::routing::Slot>,
     done: bool,
+    /// The RIPT leg's media counters, taken before we end it (they go with the call).
+    ript_final: Option<ript_h3::MediaStats>,
+}
+
+impl Leg {
+    /// Keeps the RIPT leg's counters before it ends.
+    async fn keep_ript_stats(&mut self) {
+        if let Some(m) = &self.media
+            && let Some(s) = m.ript_stats().await
+        {
+            self.ript_final = Some(s);
+        }
+    }
 }
 
 impl Leg {
@@ -389,6 +402,21 @@ impl Leg {
                 media.rtp_packets_in = s.a.packets;
                 media.rtp_packets_out = s.b.packets;
                 media.packets_lost = u64::try_from(s.a.lost.max(0)).unwrap_or(0);
+            }
+            // Chunks the RIPT peer never acknowledged count as lost too (ript-profile §6
+            // acks); chunks still in flight at the end are among them.
+            let ript = match m.ript_stats().await {
+                Some(r) => Some(r),
+                None => self.ript_final.take(),
+            };
+            if let Some(r) = ript {
+                debug!(
+                    sent = r.sent,
+                    acked = r.acked,
+                    rtt_p50_ms = r.rtt_p50_ms,
+                    "ript media"
+                );
+                media.packets_lost += r.sent.saturating_sub(r.acked);
             }
         }
         let ript_codec = self.media.as_ref().map(|m| m.codec().name().to_owned());
@@ -531,6 +559,7 @@ impl SipToRipt {
                 sip_codec: None,
                 _slot: None,
                 done: false,
+                ript_final: None,
             },
             sip: inc.call,
             peer,
@@ -684,6 +713,7 @@ impl SipToRipt {
                     self.leg
                         .gw
                         .ladder(|| format!("RIPT -> event end{}", reason_suffix(&reason)));
+                    self.leg.keep_ript_stats().await;
                     if let Some(r) = &self.ript
                         && let Err(e) = r.control.end(reason).await
                     {
@@ -1085,6 +1115,7 @@ impl RiptToSip {
                 sip_codec: None,
                 _slot: None,
                 done: false,
+                ript_final: None,
             },
             ript: c.control,
             events: Some(c.events),
@@ -1178,6 +1209,7 @@ impl RiptToSip {
                     self.leg
                         .gw
                         .ladder(|| format!("RIPT -> event end{}", reason_suffix(&reason)));
+                    self.leg.keep_ript_stats().await;
                     if let Err(e) = self.ript.state(EventKind::End, reason).await {
                         debug!(error = %e, "ript end");
                     }

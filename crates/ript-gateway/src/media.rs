@@ -41,6 +41,14 @@ impl RiptSink {
             RiptSink::Server(c) => c.send_media(m),
         }
     }
+
+    /// The RIPT leg's media counters (chunks sent and acknowledged, received, RTT).
+    async fn stats(&self) -> Option<ript_h3::MediaStats> {
+        match self {
+            RiptSink::Client(c) => c.stats().await.ok(),
+            RiptSink::Server(c) => c.stats().await.ok(),
+        }
+    }
 }
 
 /// The RIPT leg's audio codec, as the directives chose it.
@@ -97,6 +105,7 @@ pub struct CallMedia {
     bridge: Bridge,
     /// Clear RTP into the bridge's leg B (from the RIPT leg).
     to_bridge: Sender<Bytes>,
+    sink: RiptSink,
     to_rtp: ChunksToRtp,
     pub counters: Arc<Counters>,
     uplink: tokio::task::JoinHandle<()>,
@@ -169,7 +178,7 @@ impl CallMedia {
         let uplink = tokio::spawn(uplink(
             end.from_bridge,
             RtpToChunks::new(pt_map(codec), None),
-            sink,
+            sink.clone(),
             source_sink,
             Arc::clone(&counters),
         ));
@@ -177,6 +186,7 @@ impl CallMedia {
         Ok(CallMedia {
             bridge,
             to_bridge: end.to_bridge,
+            sink,
             to_rtp: ChunksToRtp::new(pt_map(codec), ssrc, seq, ts),
             counters,
             uplink,
@@ -232,6 +242,11 @@ impl CallMedia {
 
     pub async fn stats(&self) -> Option<media_relay::BridgeStats> {
         self.bridge.stats().await
+    }
+
+    /// The RIPT leg's counters from its acknowledgements (`None` once the call is gone).
+    pub async fn ript_stats(&self) -> Option<ript_h3::MediaStats> {
+        self.sink.stats().await
     }
 
     /// Resolves when the SIP leg's RTP timed out (or the bridge failed).

@@ -45,6 +45,8 @@ pub struct Gateway {
     pub token: String,
     pub sip_udp: SocketAddr,
     pub ript_url: String,
+    /// The RTP port range, for a restart.
+    rtp_ports: String,
 }
 
 impl Drop for Gateway {
@@ -58,66 +60,102 @@ impl Drop for Gateway {
     }
 }
 
+/// A gateway process just started: what its stdout said.
+struct Launched {
+    child: Child,
+    admin: SocketAddr,
+    sip_udp: SocketAddr,
+    ript_url: String,
+}
+
+/// Starts `ript-gateway run` on `dir` (its data and SQLite), appending to its log there.
+fn launch(name: &str, dir: &Path, rtp_ports: &str) -> Launched {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env_remove("DATABASE_URL")
+        .env("RIPT_TOKEN", "e2e-static-token-not-for-customers")
+        .env(
+            "RIPT_LOG",
+            "info,ript_gateway=debug,quinn=warn,h3=warn,sqlx=warn",
+        )
+        .env("RIPT_INSTANCE_ID", name)
+        .env("RIPT_SIP_LISTEN", "udp:127.0.0.1:0,tcp:127.0.0.1:0")
+        .env("RIPT_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("RIPT_RTP_PORTS", rtp_ports)
+        .env("RIPT_MEDIA_ADDRESS", "127.0.0.1")
+        .env("RIPT_CONFIG", "")
+        .env("RIPT_SIP_ALLOW", "")
+        .env("RIPT_SIP_USERS", "")
+        .env("RIPT_SIP_REGISTER", "")
+        // SIPp answers only the first challenge and only MD5.
+        .env("RIPT_SIP_DIGEST_ALGORITHMS", "MD5")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut sip_udp, mut admin) = (None, None);
+    let ript_url = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default();
+            panic!("{name} gateway exited before listening:\n{log}");
+        };
+        if let Some(a) = line.strip_prefix("sip listening on udp:") {
+            sip_udp = a.parse().ok();
+        }
+        if let Some(a) = line.strip_prefix("admin api listening on http://") {
+            admin = a.parse().ok();
+        }
+        if let Some(rest) = line.strip_prefix("ript listening on ") {
+            break rest.trim_end_matches(ript_proto::ROOT_PATH).to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Launched {
+        child,
+        admin: admin.expect("admin line"),
+        sip_udp: sip_udp.expect("sip udp line"),
+        ript_url,
+    }
+}
+
 impl Gateway {
     pub fn start(name: &'static str, rtp_ports: &str) -> Gateway {
         let dir = scratch(name);
-        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&dir)
-            .env_remove("DATABASE_URL")
-            .env("RIPT_TOKEN", "e2e-static-token-not-for-customers")
-            .env(
-                "RIPT_LOG",
-                "info,ript_gateway=debug,quinn=warn,h3=warn,sqlx=warn",
-            )
-            .env("RIPT_INSTANCE_ID", name)
-            .env("RIPT_SIP_LISTEN", "udp:127.0.0.1:0,tcp:127.0.0.1:0")
-            .env("RIPT_ADMIN_LISTEN", "127.0.0.1:0")
-            .env("RIPT_RTP_PORTS", rtp_ports)
-            .env("RIPT_MEDIA_ADDRESS", "127.0.0.1")
-            .env("RIPT_CONFIG", "")
-            .env("RIPT_SIP_ALLOW", "")
-            .env("RIPT_SIP_USERS", "")
-            .env("RIPT_SIP_REGISTER", "")
-            // SIPp answers only the first challenge and only MD5.
-            .env("RIPT_SIP_DIGEST_ALGORITHMS", "MD5")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut sip_udp, mut admin) = (None, None);
-        let ript_url = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default();
-                panic!("{name} gateway exited before listening:\n{log}");
-            };
-            if let Some(a) = line.strip_prefix("sip listening on udp:") {
-                sip_udp = a.parse().ok();
-            }
-            if let Some(a) = line.strip_prefix("admin api listening on http://") {
-                admin = a.parse().ok();
-            }
-            if let Some(rest) = line.strip_prefix("ript listening on ") {
-                break rest.trim_end_matches(ript_proto::ROOT_PATH).to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let l = launch(name, &dir, rtp_ports);
         let token = std::fs::read_to_string(dir.join("admin-token"))
             .unwrap()
             .trim()
             .to_owned();
         Gateway {
-            child,
+            child: l.child,
             name,
             dir,
-            admin: admin.expect("admin line"),
+            admin: l.admin,
             token,
-            sip_udp: sip_udp.expect("sip udp line"),
-            ript_url,
+            sip_udp: l.sip_udp,
+            ript_url: l.ript_url,
+            rtp_ports: rtp_ports.to_owned(),
         }
+    }
+
+    /// Stops the process and starts it again on the same data directory (database, keys,
+    /// certificate); its listeners get new ports.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let l = launch(self.name, &self.dir, &self.rtp_ports);
+        self.child = l.child;
+        self.admin = l.admin;
+        self.sip_udp = l.sip_udp;
+        self.ript_url = l.ript_url;
     }
 
     pub fn log(&self) -> String {
@@ -378,6 +416,100 @@ impl Pair {
             pbx_peer,
             core_peer,
         }
+    }
+}
+
+impl Pair {
+    /// Adds the reverse direction — SIP core → provider → RIPT → customer → PBX — to a started
+    /// pair, configured through the admin APIs only: the customer hosts a TG for tenant
+    /// "provider" (vouching for +1408 callers), issues a token for it and routes its calls to
+    /// the PBX; the provider pins
+    /// the customer's certificate for its customer TGs; the customer names that TG and token
+    /// in its upstream, so it registers them with the provider (`POST /customertgs`); once
+    /// the provider holds the registration, it routes the core's calls to the hosted TG.
+    /// Returns the customer's hosted TG.
+    pub fn reverse(&self) -> String {
+        let (customer, provider) = (&self.customer, &self.provider);
+        let inbound = customer.create(
+            "/api/v1/hosted-tgs",
+            json!({
+                "tenant": "provider",
+                "name": "from-provider",
+                // Caller numbers the provider may present (certificates for its passports).
+                "vouched_numbers": ["+1408*"],
+                "destination_pattern": "+*",
+                "advertisement": {},
+                "customer_tgs": [],
+            }),
+        );
+        let (status, cred) = customer.api(
+            "POST",
+            &format!("/api/v1/hosted-tgs/{inbound}/credentials"),
+            Some(&json!({"name": "provider-gw", "kind": "token"})),
+        );
+        assert_eq!(status, 201, "{cred}");
+        let token = cred["secret"].as_str().unwrap().to_owned();
+        customer.create(
+            "/api/v1/routes",
+            json!({
+                "name": "provider to pbx",
+                "priority": 10,
+                "source": {"kind": "hosted_tg", "id": inbound},
+                "destination_pattern": "+1408*",
+                "targets": [{"endpoint": {"kind": "sip_peer", "id": self.pbx_peer}, "priority": 0, "weight": 1}],
+            }),
+        );
+        // Before the customer registers: this PUT replaces the (still empty) customer TGs.
+        let path = format!("/api/v1/hosted-tgs/{}", self.hosted_tg);
+        let (status, mut tg) = provider.api("GET", &path, None);
+        assert_eq!(status, 200, "{tg}");
+        tg["customer_tg_trust_anchors_pem"] = json!(customer.cert_pem());
+        let (status, v) = provider.api("PUT", &path, Some(&tg));
+        assert_eq!(status, 200, "{v}");
+        // The upstream as read back, its secrets masked ("***" keeps them), plus our TG.
+        let path = format!("/api/v1/upstreams/{}", self.upstream);
+        let (status, mut up) = customer.api("GET", &path, None);
+        assert_eq!(status, 200, "{up}");
+        up["customer_tg"] = json!({
+            "hosted_tg_id": inbound,
+            "token": token,
+            "destinations": "+1408*",
+        });
+        let (status, v) = customer.api("PUT", &path, Some(&up));
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["customer_tg"]["token"], "***", "{v}");
+        let path = format!("/api/v1/hosted-tgs/{}", self.hosted_tg);
+        let registered = within(Duration::from_secs(15), || {
+            let (_, tg) = provider.api("GET", &path, None);
+            tg["customer_tgs"].as_array().is_some_and(|a| {
+                a.iter().any(|c| {
+                    c["url"]
+                        .as_str()
+                        .is_some_and(|u| u.ends_with(&format!("/providertgs/{inbound}")))
+                })
+            })
+        });
+        if !registered {
+            panic!(
+                "the provider never got the customer tg:\n--- customer ---\n{}\n--- provider ---\n{}",
+                customer.log(),
+                provider.log()
+            );
+        }
+        // Created after the registration was stored: the snapshot with this route has it.
+        provider.create(
+            "/api/v1/routes",
+            json!({
+                "name": "core to acme",
+                "priority": 10,
+                "source": {"kind": "sip_peer", "id": self.core_peer},
+                "destination_pattern": "+1408*",
+                "targets": [{"endpoint": {"kind": "hosted_tg", "id": self.hosted_tg}, "priority": 0, "weight": 1}],
+            }),
+        );
+        provider.wait_routes(2);
+        customer.wait_routes(2);
+        inbound
     }
 }
 

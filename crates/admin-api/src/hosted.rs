@@ -51,6 +51,10 @@ pub struct HostedTg {
     pub advertisement: serde_json::Value,
     #[serde(default)]
     pub customer_tgs: Vec<CustomerTg>,
+    /// PEM certificates trusted when we call the customer TGs registered with this TG (the
+    /// customer's RIPT server), instead of the system roots.
+    #[serde(default)]
+    pub customer_tg_trust_anchors_pem: Option<String>,
     pub max_cps: Option<u32>,
     pub max_concurrent: Option<u32>,
     #[serde(default)]
@@ -88,6 +92,7 @@ impl Document for HostedTg {
             require_passport: t.require_passport,
             destination_pattern: t.destination_pattern,
             advertisement: t.advertisement,
+            customer_tg_trust_anchors_pem: t.customer_tg_trust_anchors_pem,
             max_cps: t.max_cps,
             max_concurrent: t.max_concurrent,
             created_at: t.created_at,
@@ -137,6 +142,7 @@ impl Document for HostedTg {
             require_passport: self.require_passport,
             destination_pattern: self.destination_pattern,
             advertisement: self.advertisement,
+            customer_tg_trust_anchors_pem: self.customer_tg_trust_anchors_pem,
             max_cps: self.max_cps,
             max_concurrent: self.max_concurrent,
             created_at: 0,

@@ -33,6 +33,26 @@ pub enum UpstreamAuth {
     },
 }
 
+/// Our own customer TG, registered with the upstream on start-up and after every change
+/// (`POST {root}/customertgs`, ript-inbound) so that the upstream can call us on it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamCustomerTg {
+    /// The hosted TG (id) of this gateway the upstream's calls arrive on; its URL is
+    /// registered.
+    pub hosted_tg_id: String,
+    /// Write-only token the upstream presents on that TG: issue it with
+    /// `POST /hosted-tgs/{id}/credentials`.
+    pub token: SecretValue,
+    /// Destinations we take calls for (RIPT number pattern); `*` when absent.
+    #[serde(default = "any_destination")]
+    pub destinations: String,
+}
+
+fn any_destination() -> String {
+    "*".to_owned()
+}
+
 /// A RIPT upstream (request and response document; `id` and the timestamps are read-only).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +81,9 @@ pub struct Upstream {
     pub media_key: Option<SecretValue>,
     pub max_cps: Option<u32>,
     pub max_concurrent: Option<u32>,
+    /// Our customer TG to register with the upstream, when it may call us.
+    #[serde(default)]
+    pub customer_tg: Option<UpstreamCustomerTg>,
     #[serde(default)]
     #[schema(read_only)]
     pub created_at: i64,
@@ -121,6 +144,11 @@ impl Document for Upstream {
             media_mode: u.media_mode,
             max_cps: u.max_cps,
             max_concurrent: u.max_concurrent,
+            customer_tg: u.customer_tg.map(|c| UpstreamCustomerTg {
+                hosted_tg_id: c.hosted_tg_id,
+                token: SecretValue::masked(),
+                destinations: c.destinations,
+            }),
             created_at: u.created_at,
             updated_at: u.updated_at,
         }
@@ -132,9 +160,11 @@ impl Document for Upstream {
             UpstreamAuth::Token { token } => token.is_keep(),
             UpstreamAuth::OauthClient { client_secret, .. } => client_secret.is_keep(),
         };
-        auth || [&self.client_key_pem, &self.media_key]
-            .iter()
-            .any(|s| s.as_ref().is_some_and(SecretValue::is_keep))
+        let customer_tg = self.customer_tg.as_ref().is_some_and(|c| c.token.is_keep());
+        auth || customer_tg
+            || [&self.client_key_pem, &self.media_key]
+                .iter()
+                .any(|s| s.as_ref().is_some_and(SecretValue::is_keep))
     }
 
     fn into_model(self, mode: Mode<'_, Self::Model>) -> Result<Self::Model, Error> {
@@ -175,6 +205,18 @@ impl Document for Upstream {
             media_mode: self.media_mode,
             max_cps: self.max_cps,
             max_concurrent: self.max_concurrent,
+            customer_tg: self
+                .customer_tg
+                .map(|c| {
+                    Ok::<_, Error>(model::UpstreamCustomerTg {
+                        token: mode.secret(&c.token, "customer_tg.token", |m| {
+                            m.customer_tg.as_ref().map(|c| &c.token)
+                        })?,
+                        hosted_tg_id: c.hosted_tg_id,
+                        destinations: c.destinations,
+                    })
+                })
+                .transpose()?,
             created_at: 0,
             updated_at: 0,
         })

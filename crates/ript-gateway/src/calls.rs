@@ -81,16 +81,17 @@ impl Gw {
     }
 }
 
-/// RIPT clients per upstream, each with its handler registered at the upstream's TG.
+/// RIPT clients per TG we call — an upstream's, or a customer TG registered with one of our
+/// hosted TGs — each with its handler registered at that TG.
 #[derive(Debug, Default)]
 pub struct RiptClients {
-    by_upstream: Mutex<HashMap<String, Arc<Upstream>>>,
+    by_tg: Mutex<HashMap<String, Arc<TgClient>>>,
 }
 
 #[derive(Debug)]
-struct Upstream {
-    /// The upstream's `updated_at` this client was built from.
-    version: i64,
+struct TgClient {
+    /// What the client was built from ([`TgSpec::version`]).
+    version: String,
     client: Client,
     tg_uri: String,
     handler: String,
@@ -98,42 +99,157 @@ struct Upstream {
     certs: crate::identity::Certs,
 }
 
+/// A TG we call as a RIPT client and what its client is built from.
+struct TgSpec {
+    /// Keys [`RiptClients`]: `upstream:{id}` or `customer_tg:{hosted tg id}:{name}`, so an
+    /// upstream and a customer TG never share an entry.
+    key: String,
+    /// Changes whenever anything below changes, so the client is rebuilt.
+    version: String,
+    /// For logs: the upstream's or the customer TG's name.
+    label: String,
+    tg_uri: String,
+    /// `None`: the system roots.
+    trust_pem: Option<String>,
+    token: String,
+    prefer_datagrams: bool,
+}
+
+impl std::fmt::Debug for TgSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never in logs.
+        f.debug_struct("TgSpec")
+            .field("key", &self.key)
+            .field("tg_uri", &self.tg_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The bearer token an upstream's client presents.
+fn upstream_token(up: &store::upstream::RiptUpstream) -> Result<String, CallError> {
+    match &up.auth {
+        store::upstream::UpstreamAuth::None => Ok(String::new()),
+        store::upstream::UpstreamAuth::Token { token } => Ok(token.expose().to_owned()),
+        store::upstream::UpstreamAuth::OauthClient { .. } => Err(CallError::Upstream(
+            "OAuth client credentials are not supported yet; use a token".into(),
+        )),
+    }
+}
+
+/// A RIPT client trusting `trust_pem` (else the system roots) and presenting `token`.
+fn new_client(
+    trust_pem: Option<&str>,
+    token: String,
+    prefer_datagrams: bool,
+) -> Result<Client, CallError> {
+    let pem = match trust_pem {
+        Some(p) => p.as_bytes().to_vec(),
+        None => std::fs::read(sip_transport::tls::SYSTEM_CA_BUNDLE)
+            .map_err(|e| CallError::Upstream(format!("system trust store: {e}")))?,
+    };
+    let trust = ript_h3::tls::Trust::from_pem(&pem)?;
+    let mut opts = ClientOptions::new(trust, token);
+    opts.prefer_datagrams = prefer_datagrams;
+    Ok(Client::new(opts)?)
+}
+
+/// A client for requests to an upstream outside calls (the customer TG registration).
+pub(crate) fn upstream_client(up: &store::upstream::RiptUpstream) -> Result<Client, CallError> {
+    new_client(up.trust_anchors_pem.as_deref(), upstream_token(up)?, true)
+}
+
+impl TgSpec {
+    fn upstream(up: &store::upstream::RiptUpstream) -> Result<TgSpec, CallError> {
+        Ok(TgSpec {
+            key: format!("upstream:{}", up.id),
+            version: up.updated_at.to_string(),
+            label: up.name.clone(),
+            tg_uri: tg_uri(&up.root_url, &up.trunk_group),
+            trust_pem: up.trust_anchors_pem.clone(),
+            token: upstream_token(up)?,
+            prefer_datagrams: up.media_mode != store::upstream::MediaMode::Byways,
+        })
+    }
+
+    /// Customer TG `c`, kept in hosted TG `holder`; `trust_pem` as chosen by
+    /// [`customer_tg_specs`].
+    fn customer_tg(
+        holder: &store::hosted::HostedTg,
+        c: &store::hosted::CustomerTg,
+        token: &store::Secret,
+        trust_pem: Option<&str>,
+    ) -> TgSpec {
+        // The entry has no timestamp of its own (the hosted TG's moves with every other
+        // registration): a digest of what the client is built from, so an unrelated
+        // registration does not make us register a new handler here.
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&c.url, token.expose(), trust_pem).hash(&mut h);
+        TgSpec {
+            key: format!("customer_tg:{}:{}", holder.id, c.name),
+            version: format!("{:x}", h.finish()),
+            label: c.name.clone(),
+            tg_uri: c.url.clone(),
+            trust_pem: trust_pem.map(str::to_owned),
+            token: token.expose().to_owned(),
+            prefer_datagrams: true,
+        }
+    }
+}
+
+/// The customer TGs a call toward hosted TG `hosted_id` may go to, in the order to try: those
+/// kept in that hosted TG, then those kept in the other hosted TGs of its tenant (a
+/// registration through `POST {root}/customertgs` is the tenant's, and is kept in the tenant's
+/// first enabled hosted TG). Entries without a token are left out: the customer's server
+/// would refuse us (ript-profile §1, every request carries a bearer token). Trust: the
+/// holder's `customer_tg_trust_anchors_pem`, else the target's, else the system roots.
+fn customer_tg_specs(snap: &Snapshot, hosted_id: &str) -> Vec<TgSpec> {
+    let Some(target) = snap.hosted_tg(hosted_id) else {
+        return Vec::new();
+    };
+    let holders = std::iter::once(target).chain(
+        snap.hosted
+            .iter()
+            .filter(|h| h.enabled && h.tenant == target.tenant && h.id != target.id),
+    );
+    let mut out = Vec::new();
+    for holder in holders {
+        let trust = holder
+            .customer_tg_trust_anchors_pem
+            .as_deref()
+            .or(target.customer_tg_trust_anchors_pem.as_deref());
+        for c in &holder.customer_tgs {
+            match &c.token {
+                Some(token) => out.push(TgSpec::customer_tg(holder, c, token, trust)),
+                None => debug!(customer_tg = %c.name, "customer tg without a token skipped"),
+            }
+        }
+    }
+    out
+}
+
 impl RiptClients {
-    /// The client and handler for `up`, built (and the handler registered) on first use and
-    /// again after the upstream changed.
-    async fn get(
-        &self,
-        up: &store::upstream::RiptUpstream,
-        instance_id: &str,
-    ) -> Result<Arc<Upstream>, CallError> {
-        let mut map = self.by_upstream.lock().await;
-        if let Some(u) = map.get(&up.id)
-            && u.version == up.updated_at
+    /// The client and handler for `spec`, built (and the handler registered) on first use
+    /// and again after what it is built from changed.
+    async fn get(&self, spec: &TgSpec, instance_id: &str) -> Result<Arc<TgClient>, CallError> {
+        if let Some(u) = self.by_tg.lock().await.get(&spec.key)
+            && u.version == spec.version
         {
             return Ok(Arc::clone(u));
         }
-        let pem = match &up.trust_anchors_pem {
-            Some(p) => p.clone().into_bytes(),
-            None => std::fs::read(sip_transport::tls::SYSTEM_CA_BUNDLE)
-                .map_err(|e| CallError::Upstream(format!("system trust store: {e}")))?,
-        };
-        let trust = ript_h3::tls::Trust::from_pem(&pem)?;
-        let token = match &up.auth {
-            store::upstream::UpstreamAuth::None => String::new(),
-            store::upstream::UpstreamAuth::Token { token } => token.expose().to_owned(),
-            store::upstream::UpstreamAuth::OauthClient { .. } => {
-                return Err(CallError::Upstream(
-                    "OAuth client credentials are not supported yet; use a token".into(),
-                ));
-            }
-        };
-        let mut opts = ClientOptions::new(trust, token);
-        opts.prefer_datagrams = up.media_mode != store::upstream::MediaMode::Byways;
-        let client = Client::new(opts)?;
-        let tg_uri = tg_uri(&up.root_url, &up.trunk_group);
+        // Built without the lock: a customer TG that is offline may take the request timeout
+        // to fail, and must not hold up calls toward every other TG meanwhile. Two calls
+        // racing here each register a handler; the later one is kept, both work.
+        let client = new_client(
+            spec.trust_pem.as_deref(),
+            spec.token.clone(),
+            spec.prefer_datagrams,
+        )?;
+        // ript-profile §2: a call names a handler registered on the TG it is created on
+        // (else `500 unknown-handler`), whoever hosts that TG.
         let h = client
             .register_handler(
-                &tg_uri,
+                &spec.tg_uri,
                 &Handler {
                     handler_id: format!("gw-{instance_id}"),
                     advertisement: HANDLER_ADVERTISEMENT.to_owned(),
@@ -144,20 +260,54 @@ impl RiptClients {
         let handler = h
             .uri
             .ok_or_else(|| CallError::Upstream("the handler registration named no URI".into()))?;
-        info!(upstream = %up.name, %tg_uri, "handler registered");
-        let u = Arc::new(Upstream {
-            version: up.updated_at,
+        info!(tg = %spec.label, tg_uri = %spec.tg_uri, "handler registered");
+        let u = Arc::new(TgClient {
+            version: spec.version.clone(),
             client,
-            tg_uri,
+            tg_uri: spec.tg_uri.clone(),
             handler,
             certs: crate::identity::Certs::default(),
         });
-        map.insert(up.id.clone(), Arc::clone(&u));
+        self.by_tg
+            .lock()
+            .await
+            .insert(spec.key.clone(), Arc::clone(&u));
         Ok(u)
     }
 
-    async fn forget(&self, upstream_id: &str) {
-        self.by_upstream.lock().await.remove(upstream_id);
+    async fn forget(&self, key: &str) {
+        self.by_tg.lock().await.remove(key);
+    }
+
+    /// Creates the call to `dest` on the TG of `spec`, with `caller`'s identity (a passport
+    /// offered in the INVITE's `Identity` headers, else one signed with a certificate that
+    /// TG issues for `caller`, else none: see [`crate::identity::create_call`]).
+    async fn create_call(
+        &self,
+        spec: &TgSpec,
+        instance_id: &str,
+        dest: &str,
+        caller: &str,
+        offered: &[String],
+    ) -> Result<(Arc<TgClient>, CallDescription), CallError> {
+        let u = self.get(spec, instance_id).await?;
+        let create = CallCreate {
+            handler: u.handler.clone(),
+            destination: dest.to_owned(),
+            passport: None,
+        };
+        let created =
+            crate::identity::create_call(&u.client, &u.tg_uri, &u.certs, create, caller, offered);
+        match created.await {
+            Ok(d) => Ok((u, d)),
+            Err(e) => {
+                // A handler the server forgot (a restart) is registered afresh next time.
+                if e.status() == Some(500) {
+                    self.forget(&spec.key).await;
+                }
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -167,13 +317,18 @@ pub fn tg_uri(root: &str, tg: &str) -> String {
     if tg.starts_with("https://") {
         return tg.to_owned();
     }
+    format!("{}/providertgs/{tg}", ript_root(root))
+}
+
+/// An upstream's RIPT root with the well-known path (added when the configured root lacks
+/// it) and no trailing slash.
+pub(crate) fn ript_root(root: &str) -> String {
     let root = root.trim_end_matches('/');
-    let root = if root.ends_with(ript_proto::ROOT_PATH) {
+    if root.ends_with(ript_proto::ROOT_PATH) {
         root.to_owned()
     } else {
         format!("{root}{}", ript_proto::ROOT_PATH)
-    };
-    format!("{root}/providertgs/{tg}")
+    }
 }
 
 /// The user part of a SIP URI (`sip:+1408555@host;x` → `+1408555`; `""` when it names only a
@@ -464,7 +619,7 @@ pub async fn sip_to_ript(gw: Arc<Gw>, inc: sip_ua::IncomingCall, peer: store::pe
 }
 
 /// The outcome of a RIPT call creation attempt.
-type Created = Result<(Arc<Upstream>, CallDescription), CallError>;
+type Created = Result<(Arc<TgClient>, CallDescription), CallError>;
 
 /// A refusal decided before the core runs: status, headers, CDR bucket.
 type EarlyRefusal = (u16, Vec<(String, String)>, &'static str);
@@ -751,42 +906,44 @@ impl SipToRipt {
                 let Some(e) = endpoint else {
                     return Err(CallError::Upstream("unknown target".into()));
                 };
-                let up = match e.kind {
-                    EndpointKind::Upstream => snap
-                        .upstream(&e.id)
-                        .ok_or_else(|| CallError::Upstream("upstream gone".into()))?,
-                    _ => {
+                let candidates = match e.kind {
+                    EndpointKind::Upstream => {
+                        let up = snap
+                            .upstream(&e.id)
+                            .ok_or_else(|| CallError::Upstream("upstream gone".into()))?;
+                        vec![TgSpec::upstream(up)?]
+                    }
+                    // A hosted TG as a target: toward the customer TGs its customer registered.
+                    EndpointKind::HostedTg => customer_tg_specs(&snap, &e.id),
+                    EndpointKind::SipPeer => {
                         return Err(CallError::Upstream(
-                            "only RIPT upstreams are SIP-to-RIPT targets today".into(),
+                            "a SIP peer is not a RIPT target".into(),
                         ));
                     }
                 };
-                let u = gw.clients.get(up, &gw.instance_id).await?;
-                let create = CallCreate {
-                    handler: u.handler.clone(),
-                    destination: dest,
-                    passport: None,
-                };
-                let created = crate::identity::create_call(
-                    &u.client, &u.tg_uri, &u.certs, create, &caller, &identity,
-                );
-                match created.await {
-                    Ok(d) => Ok((u, d)),
-                    Err(e) => {
-                        // A handler the server forgot (a restart) is registered afresh next time.
-                        if e.status() == Some(500) {
-                            gw.clients.forget(&up.id).await;
+                // Several customer TGs: each is tried in turn until one takes the call (a
+                // creation refused by one says nothing about the next, like a failed route
+                // target); the last refusal is the attempt's.
+                let mut last = CallError::Upstream("no customer tg registered".into());
+                for spec in &candidates {
+                    match gw.clients.create_call(spec, &gw.instance_id, &dest, &caller, &identity).await {
+                        Ok(created) => return Ok(created),
+                        Err(err) => {
+                            if candidates.len() > 1 {
+                                info!(tg = %spec.label, error = %err, "customer tg refused the call; trying the next");
+                            }
+                            last = err;
                         }
-                        Err(e.into())
                     }
                 }
+                Err(last)
             }
             .in_current_span(),
         ));
     }
 
     /// The RIPT call exists: start its signaling and the media bridge.
-    async fn ript_created(&mut self, up: &Upstream, d: CallDescription) {
+    async fn ript_created(&mut self, up: &TgClient, d: CallDescription) {
         info!(ript = %d.uri, "ript call created");
         self.leg.gw.ladder(|| {
             format!(
@@ -1552,6 +1709,7 @@ async fn opt_session(c: Option<&mut sip_ua::Call>) -> Option<SessionEvent> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)]
     use super::*;
 
     #[test]
@@ -1567,6 +1725,89 @@ mod tests {
         assert_eq!(uri_user("nonsense"), "");
     }
 
+    fn hosted(id: &str, tenant: &str, entries: &[(&str, Option<&str>)]) -> store::hosted::HostedTg {
+        store::hosted::HostedTg {
+            id: id.into(),
+            tenant: tenant.into(),
+            name: id.into(),
+            enabled: true,
+            vouched_numbers: vec![],
+            destination_pattern: "*".into(),
+            advertisement: serde_json::Value::Null,
+            customer_tgs: entries
+                .iter()
+                .map(|(name, token)| store::hosted::CustomerTg {
+                    name: (*name).into(),
+                    url: format!("https://{name}.example/tg"),
+                    token: token.map(store::Secret::new),
+                })
+                .collect(),
+            customer_tg_trust_anchors_pem: None,
+            require_passport: false,
+            max_cps: None,
+            max_concurrent: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn customer_tgs_of_the_target_first_then_its_tenants() {
+        let mut target = hosted("t", "acme", &[("a", Some("ta")), ("notoken", None)]);
+        target.customer_tg_trust_anchors_pem = Some("target-pem".into());
+        let mut other = hosted("o", "acme", &[("b", Some("tb"))]);
+        other.customer_tg_trust_anchors_pem = Some("other-pem".into());
+        let foreign = hosted("f", "globex", &[("c", Some("tc"))]);
+        let mut off = hosted("d", "acme", &[("e", Some("te"))]);
+        off.enabled = false;
+        let snap = Snapshot {
+            hosted: vec![other, foreign, off, target],
+            ..Snapshot::default()
+        };
+        let specs = customer_tg_specs(&snap, "t");
+        let got: Vec<(&str, &str, Option<&str>)> = specs
+            .iter()
+            .map(|s| (s.label.as_str(), s.token.as_str(), s.trust_pem.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "ta", Some("target-pem")),
+                ("b", "tb", Some("other-pem"))
+            ]
+        );
+        assert_eq!(specs[0].tg_uri, "https://a.example/tg");
+        // Keys never meet an upstream's, nor another hosted TG's entry of the same name.
+        assert_eq!(specs[0].key, "customer_tg:t:a");
+        assert!(customer_tg_specs(&snap, "d").is_empty(), "disabled target");
+        assert!(customer_tg_specs(&snap, "missing").is_empty());
+    }
+
+    #[test]
+    fn a_customer_tg_client_is_rebuilt_only_when_its_own_entry_changes() {
+        let t = hosted("t", "acme", &[("a", Some("ta")), ("b", Some("tb"))]);
+        let snap = Snapshot {
+            hosted: vec![t.clone()],
+            ..Snapshot::default()
+        };
+        let v1 = customer_tg_specs(&snap, "t")[0].version.clone();
+        let mut t2 = t.clone();
+        t2.updated_at = 99;
+        t2.customer_tgs.pop();
+        let snap = Snapshot {
+            hosted: vec![t2.clone()],
+            ..Snapshot::default()
+        };
+        assert_eq!(customer_tg_specs(&snap, "t")[0].version, v1);
+        t2.customer_tgs[0].token = Some(store::Secret::new("new"));
+        let snap = Snapshot {
+            hosted: vec![t2],
+            ..Snapshot::default()
+        };
+        assert_ne!(customer_tg_specs(&snap, "t")[0].version, v1);
+        assert!(!format!("{:?}", customer_tg_specs(&snap, "t")[0]).contains("new"));
+    }
+
     #[test]
     fn tg_uris_from_roots() {
         assert_eq!(
@@ -1578,5 +1819,9 @@ mod tests {
             "https://p.example/.well-known/ript/v1/providertgs/tg1"
         );
         assert_eq!(tg_uri("https://x", "https://y/tg"), "https://y/tg");
+        assert_eq!(
+            ript_root("https://p.example:8443/"),
+            "https://p.example:8443/.well-known/ript/v1"
+        );
     }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod calls;
 mod config;
+mod customer_tg;
 mod demo;
 mod identity;
 mod live;

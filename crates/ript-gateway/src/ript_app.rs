@@ -625,6 +625,7 @@ mod tests {
             destination_pattern: dest.into(),
             advertisement: json!(null),
             customer_tgs: vec![],
+            customer_tg_trust_anchors_pem: None,
             max_cps: None,
             max_concurrent: None,
             created_at: 0,

@@ -399,6 +399,12 @@ pub async fn run_until(
     let mut server = Server::bind(opts, ript_app.clone())
         .await
         .context("starting the RIPT server")?;
+    // Our customer TGs, registered with the upstreams that may call us (ript-inbound).
+    tokio::spawn(crate::customer_tg::follow(
+        store.clone(),
+        gw.routing.clone(),
+        server.root_url(),
+    ));
     let ca_dir = s.data_dir.join("tg-ca");
     crate::ript_app::follow_hosted_tgs(store.clone(), server.handle(), ript_app, ca_dir).await?;
     let addr = server.local_addr()?;

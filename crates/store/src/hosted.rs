@@ -41,6 +41,10 @@ pub struct HostedTg {
     pub advertisement: serde_json::Value,
     #[serde(default)]
     pub customer_tgs: Vec<CustomerTg>,
+    /// PEM certificates trusted when we call the customer TGs above (the customer's RIPT
+    /// server), instead of the system roots.
+    #[serde(default)]
+    pub customer_tg_trust_anchors_pem: Option<String>,
     pub max_cps: Option<u32>,
     pub max_concurrent: Option<u32>,
     #[serde(default)]
@@ -66,6 +70,7 @@ impl Resource for HostedTg {
         "max_cps",
         "max_concurrent",
         "require_passport",
+        "customer_tg_trust_anchors_pem",
     ];
 
     fn id(&self) -> &str {
@@ -95,6 +100,9 @@ impl Resource for HostedTg {
         for t in &self.customer_tgs {
             validate::name("customer_tgs.name", &t.name)?;
             validate::https_url("customer_tgs.url", &t.url)?;
+        }
+        if let Some(p) = &self.customer_tg_trust_anchors_pem {
+            validate::pem("customer_tg_trust_anchors_pem", p)?;
         }
         validate::cap("max_cps", self.max_cps)?;
         validate::cap("max_concurrent", self.max_concurrent)?;
@@ -127,6 +135,7 @@ impl Resource for HostedTg {
             Val::Int(self.max_cps.map(i64::from)),
             Val::Int(self.max_concurrent.map(i64::from)),
             Val::flag(self.require_passport),
+            Val::Text(self.customer_tg_trust_anchors_pem.clone()),
         ])
     }
 
@@ -154,6 +163,7 @@ impl Resource for HostedTg {
             destination_pattern: row.text("destination_pattern")?,
             advertisement: row.json("advertisement")?,
             customer_tgs,
+            customer_tg_trust_anchors_pem: row.opt_text("customer_tg_trust_anchors_pem")?,
             max_cps: row.opt_u32("max_cps")?,
             max_concurrent: row.opt_u32("max_concurrent")?,
             created_at: row.int("created_at")?,

@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hosted tg require passport",
         include_str!("../../../migrations/0002_hosted_tg_require_passport.sql"),
     ),
+    (
+        3,
+        "customer tg registration",
+        include_str!("../../../migrations/0003_customer_tg_registration.sql"),
+    ),
 ];
 
 /// Which rows a caller may see. Hosted-TG-owned resources (hosted TGs, customer credentials,

@@ -36,6 +36,34 @@ pub enum UpstreamAuth {
     },
 }
 
+/// Our own customer TG, registered with the upstream (`POST {root}/customertgs`,
+/// ript-inbound) so that the upstream can send calls to us: a hosted TG of this gateway and the
+/// bearer token the upstream presents on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamCustomerTg {
+    /// The hosted TG (id) of this gateway the upstream's calls arrive on; its URL is what we
+    /// register.
+    pub hosted_tg_id: String,
+    /// The token the upstream presents to us: a customer credential issued for that hosted TG.
+    /// Encrypted at rest, never serialized.
+    #[serde(skip_serializing)]
+    pub token: Secret,
+    /// The destinations we take calls for (the registration's `outbound.destinations`).
+    #[serde(default = "any_destination")]
+    pub destinations: String,
+}
+
+fn any_destination() -> String {
+    "*".to_owned()
+}
+
+/// The non-secret part of [`UpstreamCustomerTg`], stored as JSON.
+#[derive(Serialize, Deserialize)]
+struct CustomerTgParams {
+    hosted_tg_id: String,
+    destinations: String,
+}
+
 /// The non-secret part of [`UpstreamAuth`], stored as JSON.
 #[derive(Serialize, Deserialize)]
 struct AuthParams {
@@ -68,6 +96,9 @@ pub struct RiptUpstream {
     pub media_key: Option<Secret>,
     pub max_cps: Option<u32>,
     pub max_concurrent: Option<u32>,
+    /// Our customer TG to register with the upstream, if it may call us.
+    #[serde(default)]
+    pub customer_tg: Option<UpstreamCustomerTg>,
     #[serde(default)]
     pub created_at: i64,
     #[serde(default)]
@@ -94,6 +125,8 @@ impl Resource for RiptUpstream {
         "media_key",
         "max_cps",
         "max_concurrent",
+        "customer_tg",
+        "customer_tg_token",
     ];
 
     fn id(&self) -> &str {
@@ -148,6 +181,13 @@ impl Resource for RiptUpstream {
         }
         validate::cap("max_cps", self.max_cps)?;
         validate::cap("max_concurrent", self.max_concurrent)?;
+        if let Some(c) = &self.customer_tg {
+            validate::name("customer_tg.hosted_tg_id", &c.hosted_tg_id)?;
+            if c.token.expose().is_empty() {
+                return Err(Error::invalid("customer_tg.token", "empty"));
+            }
+            validate::pattern("customer_tg.destinations", &c.destinations)?;
+        }
         Ok(())
     }
 
@@ -206,6 +246,17 @@ impl Resource for RiptUpstream {
             seal("media_key", self.media_key.as_ref())?,
             Val::Int(self.max_cps.map(i64::from)),
             Val::Int(self.max_concurrent.map(i64::from)),
+            match &self.customer_tg {
+                Some(c) => Val::json(&CustomerTgParams {
+                    hosted_tg_id: c.hosted_tg_id.clone(),
+                    destinations: c.destinations.clone(),
+                })?,
+                None => Val::Text(None),
+            },
+            seal(
+                "customer_tg_token",
+                self.customer_tg.as_ref().map(|c| &c.token),
+            )?,
         ])
     }
 
@@ -251,6 +302,20 @@ impl Resource for RiptUpstream {
             media_key: open("media_key")?,
             max_cps: row.opt_u32("max_cps")?,
             max_concurrent: row.opt_u32("max_concurrent")?,
+            customer_tg: match row.opt_text("customer_tg")? {
+                Some(json) => {
+                    let corrupt = || Error::Corrupt {
+                        column: "customer_tg",
+                    };
+                    let p: CustomerTgParams = serde_json::from_str(&json).map_err(|_| corrupt())?;
+                    Some(UpstreamCustomerTg {
+                        hosted_tg_id: p.hosted_tg_id,
+                        token: open("customer_tg_token")?.ok_or_else(corrupt)?,
+                        destinations: p.destinations,
+                    })
+                }
+                None => None,
+            },
             created_at: row.int("created_at")?,
             updated_at: row.int("updated_at")?,
             id,
@@ -261,5 +326,34 @@ impl Resource for RiptUpstream {
 impl Store {
     pub fn ript_upstreams(&self) -> Repo<'_, RiptUpstream> {
         Repo::new(self)
+    }
+
+    /// The URI of our customer TG registration with upstream `upstream_id`, as last recorded by
+    /// [`Store::set_customer_tg_registration`] (`None` also for an unknown upstream).
+    pub async fn customer_tg_registration(&self, upstream_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT customer_tg_registration FROM ript_upstreams WHERE id = $1")
+            .bind(upstream_id.to_owned())
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(r) => Row(&r).opt_text("customer_tg_registration"),
+            None => Ok(None),
+        }
+    }
+
+    /// Records where our customer TG registration with upstream `upstream_id` lives (`None`:
+    /// nowhere). Runtime state, not configuration: neither `updated_at` nor the configuration
+    /// version moves, so recording it does not make every instance reload (and re-register).
+    pub async fn set_customer_tg_registration(
+        &self,
+        upstream_id: &str,
+        uri: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE ript_upstreams SET customer_tg_registration = $1 WHERE id = $2")
+            .bind(uri.map(str::to_owned))
+            .bind(upstream_id.to_owned())
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 }

@@ -14,6 +14,7 @@ const SECRETS: &[&str] = &[
     "media-key-value",
     "cust-token-value",
     "new-token-value",
+    "handed-over-token",
 ];
 
 #[track_caller]
@@ -35,7 +36,8 @@ fn upstream(name: &str) -> Value {
         "client_key_pem": "-----BEGIN PRIVATE KEY-----\nprivate-key-material\n-----END PRIVATE KEY-----\n",
         "media_mode": "datagrams",
         "media_key": "media-key-value",
-        "max_cps": 5
+        "max_cps": 5,
+        "customer_tg": {"hosted_tg_id": "hosted-1", "token": "handed-over-token"}
     })
 }
 
@@ -50,6 +52,7 @@ fn hosted(tenant: &str, name: &str) -> Value {
             {"name": "main", "url": "https://cust.example/tg", "token": "cust-token-value"},
             {"name": "backup", "url": "https://cust2.example/tg"}
         ],
+        "customer_tg_trust_anchors_pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         "max_concurrent": 50
     })
 }
@@ -73,6 +76,10 @@ both_dbs!(upstreams_round_trip_with_write_only_secrets, |db| {
     assert_eq!(r.json["client_key_pem"], "***");
     assert_eq!(r.json["media_key"], "***");
     assert_eq!(r.json["auth"]["client_id"], "gw");
+    assert_eq!(
+        r.json["customer_tg"],
+        json!({"hosted_tg_id": "hosted-1", "token": "***", "destinations": "*"})
+    );
     let got = srv.get(&format!("/api/v1/upstreams/{uid}")).await;
     assert_eq!(got.json, r.json);
 
@@ -95,6 +102,10 @@ both_dbs!(upstreams_round_trip_with_write_only_secrets, |db| {
         .unwrap();
     assert_eq!(stored.trunk_group, "tg-2");
     assert_eq!(stored.media_key.unwrap().expose(), "media-key-value");
+    assert_eq!(
+        stored.customer_tg.map(|c| c.token.expose().to_owned()),
+        Some("handed-over-token".to_owned())
+    );
     assert!(
         stored
             .client_key_pem
@@ -172,6 +183,13 @@ both_dbs!(hosted_tgs_and_customer_credentials, |db| {
     assert_eq!(r.json["customer_tgs"][1]["token"], Value::Null);
     assert_eq!(r.json["advertisement"], json!({"media": ["opus", "pcmu"]}));
     assert_eq!(r.json["require_passport"], false, "absent means false");
+    assert!(
+        r.json["customer_tg_trust_anchors_pem"]
+            .as_str()
+            .is_some_and(|p| p.contains("BEGIN CERTIFICATE")),
+        "{}",
+        r.json
+    );
     // The same name under another tenant is fine; under the same tenant it conflicts.
     let mut strict = hosted("globex", "main");
     strict["require_passport"] = json!(true);

@@ -7,7 +7,7 @@ use store::hosted::{CredentialKind, CustomerTg, HostedTg};
 use store::model::{Endpoint, EndpointKind};
 use store::number::NumberBlock;
 use store::route::{Route, RouteTarget};
-use store::upstream::{MediaMode, RiptUpstream, UpstreamAuth};
+use store::upstream::{MediaMode, RiptUpstream, UpstreamAuth, UpstreamCustomerTg};
 use store::{Error, Page, Scope, Secret, SecretKey, Store};
 
 const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
@@ -34,6 +34,7 @@ fn upstream(name: &str) -> RiptUpstream {
         media_key: Some(Secret::new("media-key-value")),
         max_cps: Some(5),
         max_concurrent: None,
+        customer_tg: None,
         created_at: 0,
         updated_at: 0,
     }
@@ -68,6 +69,7 @@ fn hosted(tenant: &str, name: &str) -> HostedTg {
                 token: None,
             },
         ],
+        customer_tg_trust_anchors_pem: Some(PEM.into()),
         max_cps: None,
         max_concurrent: Some(50),
         created_at: 0,
@@ -153,6 +155,107 @@ both_dbs!(upstream_round_trip_and_secrets, |db| {
     ));
     wrong.close().await;
 });
+
+both_dbs!(
+    upstream_customer_tg_sealed_and_registration_kept_apart,
+    |db| {
+        let repo = db.store.ript_upstreams();
+        let mut with = upstream("carrier");
+        with.customer_tg = Some(UpstreamCustomerTg {
+            hosted_tg_id: "hosted-1".into(),
+            token: Secret::new("handed-over-token"),
+            destinations: "+1408*".into(),
+        });
+        let u = repo.create(&Scope::Admin, with.clone()).await.unwrap();
+        assert_eq!(repo.get(&Scope::Admin, &u.id).await.unwrap(), u);
+        let row =
+            sqlx::query("SELECT customer_tg, customer_tg_token FROM ript_upstreams WHERE id = $1")
+                .bind(u.id.clone())
+                .fetch_one(db.store.pool())
+                .await
+                .unwrap();
+        assert_not_in(
+            &row.try_get::<Vec<u8>, _>("customer_tg_token").unwrap(),
+            "handed-over-token",
+        );
+        assert!(
+            !row.try_get::<String, _>("customer_tg")
+                .unwrap()
+                .contains("handed-over")
+        );
+        let api = serde_json::to_string(&u).unwrap();
+        assert!(!api.contains("handed-over-token"), "{api}");
+
+        // The registration URI is runtime state: recorded without a configuration change, kept
+        // across updates of the upstream, gone with it.
+        assert_eq!(
+            db.store.customer_tg_registration(&u.id).await.unwrap(),
+            None
+        );
+        let v = db.store.config_version().await.unwrap();
+        let uri = "https://ript.example/.well-known/ript/v1/customertgs/abc";
+        db.store
+            .set_customer_tg_registration(&u.id, Some(uri))
+            .await
+            .unwrap();
+        assert_eq!(db.store.config_version().await.unwrap(), v);
+        assert_eq!(
+            repo.get(&Scope::Admin, &u.id).await.unwrap(),
+            u,
+            "updated_at kept"
+        );
+        let mut without = with;
+        without.customer_tg = None;
+        let w = repo.update(&Scope::Admin, &u.id, without).await.unwrap();
+        assert_eq!(w.customer_tg, None);
+        assert_eq!(repo.get(&Scope::Admin, &u.id).await.unwrap(), w);
+        assert_eq!(
+            db.store
+                .customer_tg_registration(&u.id)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(uri)
+        );
+        db.store
+            .set_customer_tg_registration(&u.id, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.store.customer_tg_registration(&u.id).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            db.store.customer_tg_registration("nope").await.unwrap(),
+            None
+        );
+
+        let mut bad = upstream("bad");
+        bad.customer_tg = Some(UpstreamCustomerTg {
+            hosted_tg_id: "hosted-1".into(),
+            token: Secret::new(""),
+            destinations: "*".into(),
+        });
+        assert!(matches!(
+            repo.create(&Scope::Admin, bad.clone()).await,
+            Err(Error::Invalid {
+                field: "customer_tg.token",
+                ..
+            })
+        ));
+        if let Some(c) = bad.customer_tg.as_mut() {
+            c.token = Secret::new("t");
+            c.destinations = "+1 408".into();
+        }
+        assert!(matches!(
+            repo.create(&Scope::Admin, bad).await,
+            Err(Error::Invalid {
+                field: "customer_tg.destinations",
+                ..
+            })
+        ));
+    }
+);
 
 both_dbs!(hosted_tgs_tenant_isolation, |db| {
     let repo = db.store.hosted_tgs();

@@ -9,6 +9,11 @@ const CORE_HZ: f64 = 440.0;
 /// baresip (PBX, playing 1 kHz) calls baresip (SIP core, playing 440 Hz); after a few
 /// seconds the PBX hangs up. Each side must have decoded the other's tone.
 fn two_way_tone(media_mode: &'static str) {
+    two_way_tone_with(media_mode, |_| {});
+}
+
+/// [`two_way_tone`], running `meanwhile` (other calls) while the call is up.
+fn two_way_tone_with(media_mode: &'static str, meanwhile: impl FnOnce(&Pair)) {
     let pbx_port = free_port();
     let mut core = Baresip::start("core", "+14085552000", CORE_HZ, free_port());
     let pair = Pair::start(Peers {
@@ -30,6 +35,7 @@ fn two_way_tone(media_mode: &'static str) {
     pbx.command("sndcode", "7");
     let digit = core.wait_event("CALL_DTMF_START", Duration::from_secs(5));
     assert_eq!(digit["param"], "7", "{digit}");
+    meanwhile(&pair);
     std::thread::sleep(Duration::from_millis(1500));
     pbx.command("hangup", "");
     let (rate, at_core) = core.decoded();
@@ -59,8 +65,10 @@ fn two_way_tone(media_mode: &'static str) {
     assert!(share > 0.8, "the core's 440 Hz holds {share:.2} at the PBX");
 
     for gw in [&pair.customer, &pair.provider] {
-        let cdrs = gw.cdrs(1);
-        let cdr = &cdrs[0];
+        // The tone call's CDR (other calls may have come and gone meanwhile).
+        let cdr = &gw.cdr_where("of the tone call", |c| {
+            c["callee"] == "+14085552000" && c["answered_at"].is_i64()
+        });
         assert_eq!(cdr["sip_status"], 200, "{}: {cdr}", gw.name);
         assert!(cdr["answered_at"].is_i64(), "{}: {cdr}", gw.name);
         assert_eq!(cdr["ript_codec"], "PCMU", "{}: {cdr}", gw.name);
@@ -147,4 +155,34 @@ fn hold_resume_and_session_refresh_from_the_pbx() {
         assert_eq!(c["sip_status"], 200, "{}: {c}", gw.name);
         assert!(c["answered_at"].is_i64(), "{}: {c}", gw.name);
     }
+}
+
+/// Refusals (an unlisted address: 403; an unknown number: 404) while a call is up leave that
+/// call untouched: its audio and digits still flow both ways and it ends normally.
+#[test]
+fn refusals_leave_a_call_in_progress_untouched() {
+    two_way_tone_with("datagrams", |pair| {
+        let port = free_port().to_string();
+        let gw = pair.customer.sip_udp.to_string();
+        let (ok, log) = sipp(
+            "e2e_pbx_final",
+            &[("STATUS", "403")],
+            &[
+                gw.clone(),
+                "-i".into(),
+                "127.0.0.2".into(),
+                "-p".into(),
+                port.clone(),
+                "-s".into(),
+                "+14085552000".into(),
+            ],
+        );
+        assert!(ok, "403: {log}");
+        let (ok, log) = sipp(
+            "e2e_pbx_final",
+            &[("STATUS", "404")],
+            &[gw, "-p".into(), port, "-s".into(), "+442079460000".into()],
+        );
+        assert!(ok, "404: {log}");
+    });
 }

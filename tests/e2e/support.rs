@@ -255,6 +255,33 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The first CDR (newest first) that `pred` accepts, once there is one.
+    pub fn cdr_where(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let found = within(Duration::from_secs(15), || {
+            let (status, v) = self.api("GET", "/api/v1/cdrs", None);
+            assert_eq!(status, 200, "{v}");
+            let hit = v["items"]
+                .as_array()
+                .and_then(|a| a.iter().find(|c| pred(c)).cloned());
+            last = v;
+            if let Some(h) = hit {
+                last = h;
+                return true;
+            }
+            false
+        });
+        assert!(
+            found,
+            "{}: no CDR {what}: {last}\n{}",
+            self.name,
+            self.log()
+        );
+        last
+    }
+}
+
 /// Polls `f` until it holds or `limit` passes (for state in another process, which offers
 /// nothing to await).
 pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {

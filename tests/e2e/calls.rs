@@ -64,6 +64,16 @@ fn two_way_tone_with(media_mode: &'static str, meanwhile: impl FnOnce(&Pair)) {
     let share = tone_share(&heard_pbx, CORE_HZ, f64::from(rate_pbx));
     assert!(share > 0.8, "the core's 440 Hz holds {share:.2} at the PBX");
 
+    // The media path the customer's RIPT client took (its call task logs it).
+    let path = if media_mode == "byways" {
+        "MediaPath(Byways)"
+    } else {
+        "MediaPath(Datagrams)"
+    };
+    assert!(
+        pair.customer.log().contains(path),
+        "no {path} in the customer's log"
+    );
     for gw in [&pair.customer, &pair.provider] {
         // The tone call's CDR (other calls may have come and gone meanwhile).
         let cdr = &gw.cdr_where("of the tone call", |c| {

@@ -13,12 +13,23 @@ const CORE_HZ: f64 = 440.0;
 /// core hangs up. Each side must have decoded the other's tone, and both gateways keep a CDR.
 #[test]
 fn core_to_pbx_two_way_audio_through_the_registered_customer_tg() {
+    core_to_pbx(true);
+}
+
+/// The same over media byways: the customer's RIPT server offers no datagrams.
+#[test]
+fn core_to_pbx_two_way_audio_over_byways() {
+    core_to_pbx(false);
+}
+
+fn core_to_pbx(customer_datagrams: bool) {
     // Both started first: a port kept free for later can be taken by the gateways' sockets.
     let mut pbx = Baresip::start("pbx", "+14085551000", PBX_HZ, free_port());
     let mut core = Baresip::start("core", "+14085552000", CORE_HZ, free_port());
     let pair = Pair::start(Peers {
         pbx: pbx.sip,
         core: core.sip,
+        customer_datagrams,
         ..Peers::default()
     });
     let inbound = pair.reverse();
@@ -60,6 +71,16 @@ fn core_to_pbx_two_way_audio_through_the_registered_customer_tg() {
     let share = tone_share(&heard_core, PBX_HZ, f64::from(rate_core));
     assert!(share > 0.8, "the PBX's 1 kHz holds {share:.2} at the core");
 
+    // The media path the provider's RIPT client took (its call task logs it).
+    let path = if customer_datagrams {
+        "MediaPath(Datagrams)"
+    } else {
+        "MediaPath(Byways)"
+    };
+    assert!(
+        pair.provider.log().contains(path),
+        "no {path} in the provider's log"
+    );
     // The provider: from the core peer toward the customer's hosted TG (its customer TG).
     let cdrs = pair.provider.cdrs(1);
     let cdr = &cdrs[0];

@@ -47,6 +47,7 @@ pub struct Gateway {
     pub ript_url: String,
     /// The RTP port range, for a restart.
     rtp_ports: String,
+    extra_env: Vec<(String, String)>,
 }
 
 impl Drop for Gateway {
@@ -69,7 +70,7 @@ struct Launched {
 }
 
 /// Starts `ript-gateway run` on `dir` (its data and SQLite), appending to its log there.
-fn launch(name: &str, dir: &Path, rtp_ports: &str) -> Launched {
+fn launch(name: &str, dir: &Path, rtp_ports: &str, extra_env: &[(String, String)]) -> Launched {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -95,6 +96,7 @@ fn launch(name: &str, dir: &Path, rtp_ports: &str) -> Launched {
         .env("RIPT_SIP_REGISTER", "")
         // SIPp answers only the first challenge and only MD5.
         .env("RIPT_SIP_DIGEST_ALGORITHMS", "MD5")
+        .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -128,8 +130,17 @@ fn launch(name: &str, dir: &Path, rtp_ports: &str) -> Launched {
 
 impl Gateway {
     pub fn start(name: &'static str, rtp_ports: &str) -> Gateway {
+        Gateway::start_with(name, rtp_ports, Vec::new())
+    }
+
+    /// [`Gateway::start`] with more environment (settings) for this gateway.
+    pub fn start_with(
+        name: &'static str,
+        rtp_ports: &str,
+        extra_env: Vec<(String, String)>,
+    ) -> Gateway {
         let dir = scratch(name);
-        let l = launch(name, &dir, rtp_ports);
+        let l = launch(name, &dir, rtp_ports, &extra_env);
         let token = std::fs::read_to_string(dir.join("admin-token"))
             .unwrap()
             .trim()
@@ -143,6 +154,7 @@ impl Gateway {
             sip_udp: l.sip_udp,
             ript_url: l.ript_url,
             rtp_ports: rtp_ports.to_owned(),
+            extra_env,
         }
     }
 
@@ -151,7 +163,7 @@ impl Gateway {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let l = launch(self.name, &self.dir, &self.rtp_ports);
+        let l = launch(self.name, &self.dir, &self.rtp_ports, &self.extra_env);
         self.child = l.child;
         self.admin = l.admin;
         self.sip_udp = l.sip_udp;
@@ -323,6 +335,9 @@ pub struct Peers {
     /// `dtmf` of the SIP core peer at the provider.
     pub core_dtmf: &'static str,
     pub pbx_dtmf: &'static str,
+    /// The customer gateway's RIPT server offers HTTP/3 datagrams (off: the provider's calls
+    /// toward it carry media on byways).
+    pub customer_datagrams: bool,
 }
 
 impl Default for Peers {
@@ -335,6 +350,7 @@ impl Default for Peers {
             hosted_extra: json!({}),
             core_dtmf: "rfc4733",
             pbx_dtmf: "rfc4733",
+            customer_datagrams: true,
         }
     }
 }
@@ -372,7 +388,14 @@ impl Pair {
     pub fn start(p: Peers) -> Pair {
         let [c_rtp, p_rtp] = port_ranges();
         let provider = Gateway::start("provider", &p_rtp);
-        let customer = Gateway::start("customer", &c_rtp);
+        let customer = Gateway::start_with(
+            "customer",
+            &c_rtp,
+            vec![(
+                "RIPT_HTTP3_DATAGRAMS".to_owned(),
+                p.customer_datagrams.to_string(),
+            )],
+        );
         let mut hosted = json!({
             "tenant": "acme",
             "name": "acme-main",

@@ -32,6 +32,7 @@ pub const ENV: &[(&str, &str)] = &[
     ("RIPT_HTTP3_LISTEN", "ript.listen"),
     ("RIPT_AUTHORITY", "ript.authority"),
     ("RIPT_TOKEN", "ript.token"),
+    ("RIPT_HTTP3_DATAGRAMS", "ript.datagrams"),
     ("RIPT_SIP_LISTEN", "sip.listen"),
     ("RIPT_SIP_ALLOW", "sip.allow"),
     ("RIPT_SIP_USERS", "sip.users"),
@@ -170,6 +171,8 @@ pub struct Ript {
     pub authority: Option<String>,
     /// At least 16 characters; generated on first start when absent.
     pub token: Option<String>,
+    /// Offer HTTP/3 datagrams (RFC 9297) to clients; off: they carry media on byways.
+    pub datagrams: bool,
 }
 
 /// RTP toward SIP peers.
@@ -432,6 +435,7 @@ struct RiptLayer {
     listen: String,
     authority: Option<String>,
     token: Option<String>,
+    datagrams: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -482,6 +486,7 @@ impl Default for RiptLayer {
             listen: "127.0.0.1:8443".into(),
             authority: None,
             token: None,
+            datagrams: true,
         }
     }
 }
@@ -681,6 +686,7 @@ fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, E
             listen: ript_listen,
             authority: l.ript.authority,
             token: l.ript.token,
+            datagrams: l.ript.datagrams,
         },
         sip: Sip {
             listen: sip_listen,

@@ -305,6 +305,7 @@ pub async fn run_until(
     let mut opts = ServerOptions::new(s.ript.listen, id, vec![crate::ript_app::echo_tg()?]);
     opts.customer_tgs = crate::ript_app::load_registrations(&store).await;
     opts.authority = s.ript.authority.clone();
+    opts.enable_datagrams = s.ript.datagrams;
     opts.observer = Some(Arc::new(RiptMetrics(metrics.clone(), s.ladder.clone())));
     let admission = crate::sip::Admission {
         allow: s.sip.allow,

@@ -144,6 +144,15 @@ impl Store {
             AnyPoolOptions::new().max_connections(8)
         };
         let pool = options.connect(url).await?;
+        if url.starts_with("sqlite:") && !in_memory {
+            // Write-ahead logging: readers (the followers polling the configuration version,
+            // the admin API) never block the writers of call snapshots and CDRs, which in
+            // the default rollback journal could run out of busy timeout under load. The mode
+            // is a property of the file; setting it again is a no-op.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+        }
         Ok(Store {
             pool,
             key: Arc::new(key),

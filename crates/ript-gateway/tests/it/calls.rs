@@ -40,7 +40,35 @@ fn a_live_call_is_listed_hung_up_through_the_api_and_leaves_a_cdr() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let listed = calls_until(admin, token, 1);
+    let mut probe = probe;
+    let listed = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = http(admin, "GET", "/api/v1/calls", Some(token), None);
+            assert_eq!(status, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            // Listed from its arrival; the echo answers it at once.
+            if v["items"].as_array().map(Vec::len) == Some(1)
+                && v["items"][0]["state"] == "answered"
+            {
+                break v;
+            }
+            // A probe that gave up says why.
+            if let Some(status) = probe.try_wait().unwrap() {
+                let out = probe.wait_with_output().unwrap();
+                panic!(
+                    "the probe exited ({status}) before its call was listed: {body}\n{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the probe's call never listed: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     let call = &listed["items"][0];
     assert_eq!(call["instance_id"], "gw-live-test", "{listed}");
     assert_eq!(call["state"], "answered", "{listed}");

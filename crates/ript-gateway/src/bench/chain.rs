@@ -237,8 +237,11 @@ struct Media {
     unreadable: u64,
     send_errors: u64,
     process_cpu: Duration,
-    /// (gateways, generator media threads, main runtime) from /proc, clock ticks.
+    /// (gateways, the sink thread, main runtime) from /proc, clock ticks (the sender thread
+    /// has ended when they are read).
     threads: (Duration, Duration, Duration),
+    /// The sender thread's CPU time (CLOCK_THREAD_CPUTIME_ID).
+    sender_cpu: Duration,
     rss_load: u64,
 }
 
@@ -273,7 +276,7 @@ impl Media {
             );
         }
         let wall = self.wall.as_secs_f64().max(1e-9);
-        let (gw, generator, main) = self.threads;
+        let (gw, sink, main) = self.threads;
         say!(
             "process cpu s: {:.2} over {:.2} s ({:.1} % of one core)",
             self.process_cpu.as_secs_f64(),
@@ -281,9 +284,10 @@ impl Media {
             self.process_cpu.as_secs_f64() * 100.0 / wall
         );
         say!(
-            "thread cpu s (tick-sampled): gateways {:.2}, generator sender+sink {:.2}, main runtime (SIP UAs) {:.2}",
+            "thread cpu s: gateways {:.2} (tick-sampled), load generator sender {:.2} + sink {:.2} (tick-sampled), main runtime (SIP UAs) {:.2} (tick-sampled)",
             gw.as_secs_f64(),
-            generator.as_secs_f64(),
+            self.sender_cpu.as_secs_f64(),
+            sink.as_secs_f64(),
             main.as_secs_f64()
         );
         if self.unreadable > 0 || self.send_errors > 0 {
@@ -339,7 +343,7 @@ async fn media(
     // RSS at full load: halfway through.
     tokio::time::sleep(Duration::from_millis(seconds * 500)).await;
     let rss_load = rss_kib();
-    let (sent, send_errors, wall) = join(sender).await?;
+    let (sent, send_errors, wall, sender_cpu) = join(sender).await?;
     let total: u64 = sent.iter().sum();
     drain(&progress, total).await;
     let (cpu1, threads1) = (process_cpu(), threads_cpu());
@@ -362,6 +366,7 @@ async fn media(
         send_errors,
         process_cpu: cpu1.saturating_sub(cpu0),
         threads: split_threads(&threads0, &threads1),
+        sender_cpu,
         rss_load,
     })
 }
@@ -397,7 +402,7 @@ fn sender(
     go: Instant,
     origin: Instant,
     stop: &AtomicBool,
-) -> (Vec<u64>, u64, Duration) {
+) -> (Vec<u64>, u64, Duration, Duration) {
     let n = targets.len().max(1) as u64;
     let interval_ns = 1_000_000_000 / PPS;
     let end = go + Duration::from_secs(seconds);
@@ -407,6 +412,7 @@ fn sender(
     // PCMU silence (0xff) after the marks.
     let mut buf = [0xffu8; PACKET];
     let mut slot: u64 = 0;
+    let cpu0 = super::thread_cpu();
     while !stop.load(Ordering::Relaxed) {
         let (round, k) = (slot / n, slot % n);
         let due = go + Duration::from_nanos(round * interval_ns + k * interval_ns / n);
@@ -444,7 +450,12 @@ fn sender(
             Err(_) => errors += 1,
         }
     }
-    (sent, errors, Instant::now().saturating_duration_since(go))
+    (
+        sent,
+        errors,
+        Instant::now().saturating_duration_since(go),
+        super::thread_cpu().saturating_sub(cpu0),
+    )
 }
 
 #[derive(Debug)]
@@ -587,7 +598,7 @@ fn local_sdp(port: u16) -> Local {
     }
 }
 
-/// The core side of one answered call.
+/// The core side of one answered call (its session ends on the gateway's BYE).
 struct Answered {
     index: u32,
     sock: std::net::UdpSocket,
@@ -601,8 +612,8 @@ struct Placed {
     sock: std::net::UdpSocket,
     to_gateway: SocketAddr,
     setup: Duration,
+    answered: Instant,
     bye: oneshot::Sender<()>,
-    ended: tokio::task::JoinHandle<bool>,
 }
 
 /// The call index from a Request-URI `sip:+1408NNNNNNN@host`.
@@ -613,12 +624,16 @@ fn index_of(uri: &str) -> Option<u32> {
 
 /// Answers every call on the core phone with 200 at once; each answered call's session is
 /// kept (and its events drained) until it ends.
-async fn answer_all(mut core: Phone, answered: mpsc::UnboundedSender<Answered>) {
+async fn answer_all(
+    mut core: Phone,
+    answered: mpsc::UnboundedSender<Answered>,
+    ended: mpsc::UnboundedSender<()>,
+) {
     while let Some(ev) = core.ua.next_event().await {
         let sip_ua::UaEvent::Call(inc) = ev else {
             continue;
         };
-        let answered = answered.clone();
+        let (answered, ended) = (answered.clone(), ended.clone());
         tokio::spawn(async move {
             let mut call = inc.call;
             let r = async {
@@ -646,6 +661,7 @@ async fn answer_all(mut core: Phone, answered: mpsc::UnboundedSender<Answered>) 
             }
             while let Some(ev) = call.next_event().await {
                 if let SessionEvent::Terminated { .. } = ev {
+                    let _ = ended.send(());
                     break;
                 }
             }
@@ -688,33 +704,25 @@ async fn place(
     };
     let setup = t0.elapsed();
     let to_gateway = demo::media_addr(&answer)?;
-    let (bye, bye_rx) = oneshot::channel();
-    let ended = tokio::spawn(async move {
+    let answered = Instant::now();
+    let (bye, bye_rx) = oneshot::channel::<()>();
+    // The session waits for `bye`; the call's end is seen at the core phone, when the
+    // provider's BYE arrives there.
+    tokio::spawn(async move {
         tokio::select! {
             _ = bye_rx => {}
-            _ = async { while call.next_event().await.is_some() {} } => return false,
+            _ = async { while call.next_event().await.is_some() {} } => return,
         }
-        if call.bye().await.is_err() {
-            return false;
-        }
-        let done = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(ev) = call.next_event().await {
-                if let SessionEvent::Terminated { .. } = ev {
-                    return true;
-                }
-            }
-            true
-        })
-        .await;
-        done.unwrap_or(false)
+        let _ = call.bye().await;
+        while call.next_event().await.is_some() {}
     });
     Ok(Placed {
         index,
         sock,
         to_gateway,
         setup,
+        answered,
         bye,
-        ended,
     })
 }
 
@@ -778,7 +786,8 @@ async fn load(
     let (pbx_sip, core_sip) = (pbx.sip, core.sip);
     let customer_sip = demo::configure(provider, customer, pbx_sip, core_sip, mode, |_| {}).await?;
     let (answered_tx, mut answered_rx) = mpsc::unbounded_channel();
-    let answering = tokio::spawn(answer_all(core, answered_tx));
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
+    let answering = tokio::spawn(answer_all(core, answered_tx, ended_tx));
     // Let the gateways settle after configuration.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = rss_kib();
@@ -807,7 +816,7 @@ async fn load(
     for t in tasks {
         match t.await {
             Ok(Ok(p)) => {
-                last_answer = last_answer.max(t0 + p.setup);
+                last_answer = last_answer.max(p.answered);
                 placed.push(p);
             }
             Ok(Err(e)) => {
@@ -882,7 +891,7 @@ async fn load(
                 p.index
             ),
         }
-        byes.push((p.bye, p.ended));
+        byes.push(p.bye);
     }
     let calls = pairs.len();
     if calls == 0 {
@@ -893,16 +902,17 @@ async fn load(
 
     // Teardown.
     let rss_load = m.rss_load;
-    let mut ended_ok = 0;
     let t1 = Instant::now();
-    let mut ends = Vec::new();
-    for (bye, ended) in byes {
+    let byes_sent = byes.len();
+    for bye in byes {
         let _ = bye.send(());
-        ends.push(ended);
     }
-    for e in ends {
-        if matches!(e.await, Ok(true)) {
-            ended_ok += 1;
+    let mut ended_ok = 0;
+    let deadline = t1 + Duration::from_secs(10);
+    while ended_ok < calls {
+        match tokio::time::timeout_at(deadline.into(), ended_rx.recv()).await {
+            Ok(Some(())) => ended_ok += 1,
+            Ok(None) | Err(_) => break,
         }
     }
     let teardown = t1.elapsed();
@@ -910,8 +920,7 @@ async fn load(
     let rss_after = rss_kib();
     answering.abort();
     say!(
-        "== teardown: {ended_ok} of {} calls ended with BYE/200 in {:.2} s ==",
-        calls,
+        "== teardown: {byes_sent} BYEs from the PBX phone, {ended_ok} of the {calls} calls with media ended at the core phone in {:.2} s ==",
         teardown.as_secs_f64()
     );
 

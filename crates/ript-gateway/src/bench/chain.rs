@@ -254,10 +254,13 @@ impl Media {
         let us = |ns: u64| ns as f64 / 1000.0;
         say!("== {title} ==");
         say!("calls with media: {}", self.calls);
-        for (d, name) in ["pbx -> core", "core -> pbx"].iter().enumerate() {
-            let (s, r) = (self.sent[d], self.received[d]);
+        let dirs = ["pbx -> core", "core -> pbx"].into_iter();
+        for (((name, &s), &r), (h, gaps)) in dirs
+            .zip(&self.sent)
+            .zip(&self.received)
+            .zip(self.latency.iter().zip(&self.gaps))
+        {
             let lost = s.saturating_sub(r);
-            let h = &self.latency[d];
             say!(
                 "{name}: sent packets {s}, received {r}, loss % {:.3} ({lost} lost, {} index gaps)",
                 if s == 0 {
@@ -265,7 +268,7 @@ impl Media {
                 } else {
                     lost as f64 * 100.0 / s as f64
                 },
-                self.gaps[d]
+                gaps
             );
             say!(
                 "{name}: latency us p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
@@ -290,6 +293,7 @@ impl Media {
             sink.as_secs_f64(),
             main.as_secs_f64()
         );
+        say!("rss KiB at full load: {}", self.rss_load);
         if self.unreadable > 0 || self.send_errors > 0 {
             say!(
                 "anomalies: {} packets without our payload marks, {} send errors",
@@ -861,10 +865,12 @@ async fn load(
         .as_secs_f64()
         .max(1e-9);
     say!(
-        "setup ms (INVITE -> 200 at the UAC): p50 {:.2} p99 {:.2} max {:.2}",
+        "setup ms (INVITE -> 200 at the UAC): p50 {:.2} p99 {:.2} max {:.2}; {} over 50 ms, {} over 450 ms (SIP T1 retransmission)",
         quantile(&setups, 0.5).as_secs_f64() * 1e3,
         quantile(&setups, 0.99).as_secs_f64() * 1e3,
-        setups.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        setups.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        setups.iter().filter(|d| d.as_millis() > 50).count(),
+        setups.iter().filter(|d| d.as_millis() > 450).count()
     );
     say!(
         "achieved setup rate calls/s: {:.1} (first INVITE to last 200 in {:.2} s)",
@@ -951,9 +957,8 @@ async fn load(
             (c_us - b_us) / 2.0,
             c_us / b_us.max(1e-9)
         );
-        for d in 0..2 {
-            let name = ["pbx -> core", "core -> pbx"][d];
-            let (c, bl) = (&m.latency[d], &b.latency[d]);
+        let dirs = ["pbx -> core", "core -> pbx"].into_iter();
+        for (name, (c, bl)) in dirs.zip(m.latency.iter().zip(&b.latency)) {
             let added = |q: f64| (c.quantile(q) as f64 - bl.quantile(q) as f64) / 1000.0;
             say!(
                 "{name}: added latency us (chain - baseline) p50 {:.1} p99 {:.1} p99.9 {:.1}; per hop p50 {:.1} p99 {:.1}",

@@ -4,8 +4,8 @@
 //! HTTP/3 connection, upstream media mode datagrams or byways) → provider gateway → core
 //! phones (one `UserAgent` answering every call with 200 at once). Both gateways run in this
 //! process, configured through their admin APIs exactly as `ript-gateway demo` does, on their
-//! own multi-thread tokio runtime (threads `bench-gw`) so their CPU time can be told apart
-//! from the load generator's.
+//! own multi-thread tokio runtime each (threads `gw-customer`, `gw-provider`) so their CPU
+//! time can be told apart from each other's and from the load generator's.
 //!
 //! Phases:
 //! 1. baseline: the same RTP load, UA socket → UA socket directly, without gateways (what
@@ -18,7 +18,7 @@
 //! 4. teardown: BYE from the PBX side, then RSS once the calls are gone.
 //!
 //! CPU: process time (CLOCK_PROCESS_CPUTIME_ID) and per-thread time (/proc/self/task/*/stat, clock ticks)
-//! over the media phase; "gateways" are the threads of their runtime plus any thread that is
+//! over the media phase; "gateways" are the threads of their runtimes plus any thread that is
 //! neither the load generator's nor the main runtime's (SQLite workers…).
 
 use super::{Hist, LO, join, raise_fd_limit, spawn};
@@ -54,7 +54,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
 const DRAIN_MAX: Duration = Duration::from_secs(10);
 /// Gateway runtime threads' name (their CPU time is told apart by it).
-const GW_THREAD: &str = "bench-gw";
+/// The gateways' runtime threads: "gw-customer" and "gw-provider".
+const GW_THREAD: &str = "gw-";
 /// Descriptors per call: 2 UA sockets + their clones for the sender + the gateways' RTP/RTCP
 /// pairs (2 per gateway) and a margin for streams/sockets.
 const FDS_PER_CALL: u64 = 16;
@@ -76,7 +77,7 @@ pub(super) struct ChainArgs {
     /// Skip the baseline run (UA to UA without gateways).
     #[arg(long)]
     no_baseline: bool,
-    /// Gateway runtime worker threads.
+    /// Worker threads of each gateway's runtime.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     gw_threads: u32,
 }
@@ -130,14 +131,27 @@ pub(super) async fn chain(a: ChainArgs) -> anyhow::Result<()> {
 
     let dir = std::env::temp_dir().join(format!("ript-bench-chain-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let gw_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.gw_threads as usize)
-        .thread_name(GW_THREAD)
-        .enable_all()
-        .build()
-        .context("building the gateways' runtime")?;
-    let result = through_gateways(&a, mode, gw_rt.handle(), &dir, origin, &stop, baseline).await;
-    gw_rt.shutdown_background();
+    let runtime = |label: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.gw_threads as usize)
+            .thread_name(format!("{GW_THREAD}{label}"))
+            .enable_all()
+            .build()
+            .context("building a gateway's runtime")
+    };
+    let (customer_rt, provider_rt) = (runtime("customer")?, runtime("provider")?);
+    let result = through_gateways(
+        &a,
+        mode,
+        (customer_rt.handle(), provider_rt.handle()),
+        &dir,
+        origin,
+        &stop,
+        baseline,
+    )
+    .await;
+    customer_rt.shutdown_background();
+    provider_rt.shutdown_background();
     let _ = std::fs::remove_dir_all(&dir);
     on_signal.abort();
     if stop.load(Ordering::Relaxed) {
@@ -200,23 +214,48 @@ fn threads_cpu() -> BTreeMap<String, Duration> {
     by_name
 }
 
-/// Thread groups: (gateways, load generator's media threads, main runtime).
+/// CPU time of the thread groups over a phase.
+#[derive(Debug, Default, Clone, Copy)]
+struct Threads {
+    /// Each gateway's runtime (workers and blocking pool).
+    customer: Duration,
+    provider: Duration,
+    /// Threads of no group: the gateways' SQLite workers, tracing…
+    other: Duration,
+    /// The load generator's sink thread (the sender has ended when threads are read).
+    sink: Duration,
+    /// The main runtime: the phones' SIP, the bench's coordination.
+    main: Duration,
+}
+
+impl Threads {
+    /// The gateways: both runtimes and the threads of no group.
+    fn gateways(&self) -> Duration {
+        self.customer + self.provider + self.other
+    }
+}
+
 fn split_threads(
     before: &BTreeMap<String, Duration>,
     after: &BTreeMap<String, Duration>,
-) -> (Duration, Duration, Duration) {
-    let (mut gw, mut generator, mut main) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    for (name, t) in after {
-        let d = t.saturating_sub(before.get(name).copied().unwrap_or_default());
-        if name.starts_with("bench-sender") || name.starts_with("bench-sink") {
-            generator += d;
+) -> Threads {
+    let mut t = Threads::default();
+    for (name, cpu) in after {
+        let d = cpu.saturating_sub(before.get(name).copied().unwrap_or_default());
+        let group = if name.starts_with("gw-customer") {
+            &mut t.customer
+        } else if name.starts_with("gw-provider") {
+            &mut t.provider
+        } else if name.starts_with("bench-sender") || name.starts_with("bench-sink") {
+            &mut t.sink
         } else if name.starts_with("tokio-runtime") || name.starts_with("ript-gateway") {
-            main += d;
+            &mut t.main
         } else {
-            gw += d;
-        }
+            &mut t.other
+        };
+        *group += d;
     }
-    (gw, generator, main)
+    t
 }
 
 /// One RTP flow: sent from the socket to the address.
@@ -237,9 +276,8 @@ struct Media {
     unreadable: u64,
     send_errors: u64,
     process_cpu: Duration,
-    /// (gateways, the sink thread, main runtime) from /proc, clock ticks (the sender thread
-    /// has ended when they are read).
-    threads: (Duration, Duration, Duration),
+    /// From /proc, clock ticks.
+    threads: Threads,
     /// The sender thread's CPU time (CLOCK_THREAD_CPUTIME_ID).
     sender_cpu: Duration,
     rss_load: u64,
@@ -279,7 +317,7 @@ impl Media {
             );
         }
         let wall = self.wall.as_secs_f64().max(1e-9);
-        let (gw, sink, main) = self.threads;
+        let t = self.threads;
         say!(
             "process cpu s: {:.2} over {:.2} s ({:.1} % of one core)",
             self.process_cpu.as_secs_f64(),
@@ -287,11 +325,14 @@ impl Media {
             self.process_cpu.as_secs_f64() * 100.0 / wall
         );
         say!(
-            "thread cpu s: gateways {:.2} (tick-sampled), load generator sender {:.2} + sink {:.2} (tick-sampled), main runtime (SIP UAs) {:.2} (tick-sampled)",
-            gw.as_secs_f64(),
+            "thread cpu s (tick-sampled but the sender): gateways {:.2} = customer runtime {:.2} + provider runtime {:.2} + other threads (SQLite…) {:.2}; load generator sender {:.2} + sink {:.2}; main runtime (SIP phones) {:.2}",
+            t.gateways().as_secs_f64(),
+            t.customer.as_secs_f64(),
+            t.provider.as_secs_f64(),
+            t.other.as_secs_f64(),
             self.sender_cpu.as_secs_f64(),
-            sink.as_secs_f64(),
-            main.as_secs_f64()
+            t.sink.as_secs_f64(),
+            t.main.as_secs_f64()
         );
         say!("rss KiB at full load: {}", self.rss_load);
         if self.unreadable > 0 || self.send_errors > 0 {
@@ -742,7 +783,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 async fn through_gateways(
     a: &ChainArgs,
     mode: &str,
-    gw_rt: &tokio::runtime::Handle,
+    (customer_rt, provider_rt): (&tokio::runtime::Handle, &tokio::runtime::Handle),
     dir: &std::path::Path,
     origin: Instant,
     stop: &Arc<AtomicBool>,
@@ -750,7 +791,7 @@ async fn through_gateways(
 ) -> anyhow::Result<()> {
     let rss_start = rss_kib();
     let provider = demo::start_gateway_on(
-        gw_rt,
+        provider_rt,
         "provider",
         dir,
         &[("RIPT_RTP_PORTS", "30000-39999".into())],
@@ -758,7 +799,7 @@ async fn through_gateways(
     )
     .await?;
     let customer = demo::start_gateway_on(
-        gw_rt,
+        customer_rt,
         "customer",
         dir,
         &[("RIPT_RTP_PORTS", "20000-29999".into())],
@@ -933,7 +974,7 @@ async fn load(
     // Derived figures.
     let call_s = calls as f64 * m.wall.as_secs_f64();
     let pkts = m.received_total().max(1) as f64;
-    let (gw, _, _) = m.threads;
+    let gw = m.threads.gateways();
     say!("== chain figures ==");
     say!(
         "gateways cpu s per call-second: {:.5} (thread-sampled; process incl. generator {:.5})",
@@ -944,6 +985,12 @@ async fn load(
         "gateways cpu us per relayed packet: {:.2} end to end, {:.2} per hop (2 hops)",
         gw.as_secs_f64() * 1e6 / pkts,
         gw.as_secs_f64() * 1e6 / pkts / 2.0
+    );
+    say!(
+        "cpu us per relayed packet per gateway: customer {:.2}, provider {:.2} (their runtimes only; other threads {:.2})",
+        m.threads.customer.as_secs_f64() * 1e6 / pkts,
+        m.threads.provider.as_secs_f64() * 1e6 / pkts,
+        m.threads.other.as_secs_f64() * 1e6 / pkts
     );
     if let Some(b) = &baseline {
         let bp = b.received_total().max(1) as f64;

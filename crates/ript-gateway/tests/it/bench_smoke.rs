@@ -100,6 +100,7 @@ fn bench_chain_sets_up_calls_through_both_gateways_and_prints_its_figures() {
         "achieved setup rate calls/s",
         "gateways cpu s per call-second",
         "gateways cpu us per relayed packet",
+        "cpu us per relayed packet per gateway: customer",
         "rss KiB per call ((at load - before) / calls, incl. the generator's sockets)",
     ] {
         assert!(stdout.contains(label), "no {label:?} in:\n{stdout}");

@@ -37,6 +37,8 @@ macro_rules! say {
     }};
 }
 
+mod chain;
+
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The forwarders' RTP/RTCP port range.
 const PORTS: (u16, u16) = (40000, 59999);
@@ -65,6 +67,10 @@ enum What {
     /// RTP through media-relay Bridges and through a plain UDP forwarder: CPU per packet,
     /// packets/s, loss, one-way latency.
     Relay(RelayArgs),
+    /// Calls through the whole chain (SIP UAs -> customer -> RIPT -> provider -> SIP UAs, both
+    /// gateways in this process): setup rate and time, loss, one-way latency, CPU and RSS per
+    /// call against the load generator alone.
+    Chain(chain::ChainArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,8 +108,11 @@ impl Kind {
 }
 
 pub async fn bench(a: BenchArgs) -> ExitCode {
-    let What::Relay(args) = a.what;
-    match relay(args).await {
+    let r = match a.what {
+        What::Relay(args) => relay(args).await,
+        What::Chain(args) => chain::chain(args).await,
+    };
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: {e:#}");

@@ -42,16 +42,29 @@ pub async fn demo() -> ExitCode {
 }
 
 /// A gateway running in this process.
-struct Gateway {
-    label: &'static str,
-    started: Started,
+pub(crate) struct Gateway {
+    pub(crate) label: &'static str,
+    pub(crate) started: Started,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 async fn start_gateway(label: &'static str, dir: &std::path::Path) -> anyhow::Result<Gateway> {
+    start_gateway_on(&tokio::runtime::Handle::current(), label, dir, &[], true).await
+}
+
+/// Starts a gateway on the runtime `rt` (the bench keeps the gateways on their own runtime);
+/// `extra` settings (environment variable names) are added to the demo's; `ladder` prints
+/// the SIP/RIPT ladder of its calls.
+pub(crate) async fn start_gateway_on(
+    rt: &tokio::runtime::Handle,
+    label: &'static str,
+    dir: &std::path::Path,
+    extra: &[(&'static str, String)],
+    ladder: bool,
+) -> anyhow::Result<Gateway> {
     let data = dir.join(label);
-    let vars: Vec<(&str, String)> = vec![
+    let mut vars: Vec<(&str, String)> = vec![
         ("RIPT_DATA_DIR", data.display().to_string()),
         ("DATABASE_URL", "sqlite::memory:".into()),
         ("RIPT_HTTP3_LISTEN", "127.0.0.1:0".into()),
@@ -62,12 +75,13 @@ async fn start_gateway(label: &'static str, dir: &std::path::Path) -> anyhow::Re
         ("RIPT_INSTANCE_ID", label.into()),
         ("RIPT_MEDIA_ADDRESS", "127.0.0.1".into()),
     ];
+    vars.extend(extra.iter().cloned());
     let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
     let mut s = config::load(&RunArgs::default(), &env).map_err(|e| anyhow!("{e}"))?;
-    s.ladder = Some(label.to_owned());
+    s.ladder = ladder.then(|| label.to_owned());
     let (tx, rx) = oneshot::channel();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run::run_until(
+    let task = rt.spawn(run::run_until(
         s,
         async move {
             let _ = stopped.await;
@@ -86,7 +100,7 @@ async fn start_gateway(label: &'static str, dir: &std::path::Path) -> anyhow::Re
 }
 
 impl Gateway {
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -94,7 +108,7 @@ impl Gateway {
     }
 
     /// One admin API request over HTTP/1.1: status and JSON body.
-    async fn api(
+    pub(crate) async fn api(
         &self,
         method: &str,
         path: &str,
@@ -124,7 +138,7 @@ impl Gateway {
         Ok((status, json))
     }
 
-    async fn create(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn create(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let (status, v) = self.api("POST", path, Some(&body)).await?;
         if status != 201 {
             bail!("{} POST {path}: {status} {v}", self.label);
@@ -133,7 +147,7 @@ impl Gateway {
     }
 
     /// Waits until the gateway routes on `routes` routes (its configuration is in use).
-    async fn wait_routes(&self, routes: usize) -> anyhow::Result<()> {
+    pub(crate) async fn wait_routes(&self, routes: usize) -> anyhow::Result<()> {
         let want = format!("gateway_config_objects{{kind=\"routes\"}} {routes}");
         for _ in 0..100 {
             let text = http(
@@ -177,15 +191,15 @@ async fn http(
 }
 
 /// A built-in SIP phone: a user agent on its own loopback port and an RTP socket.
-struct Phone {
+pub(crate) struct Phone {
     label: &'static str,
-    ua: sip_ua::UserAgent,
-    sip: SocketAddr,
+    pub(crate) ua: sip_ua::UserAgent,
+    pub(crate) sip: SocketAddr,
     rtp: Arc<UdpSocket>,
 }
 
 impl Phone {
-    async fn new(label: &'static str) -> anyhow::Result<Phone> {
+    pub(crate) async fn new(label: &'static str) -> anyhow::Result<Phone> {
         let endpoint = Endpoint::bind(EndpointConfig {
             listen: vec![Listen {
                 transport: Transport::Udp,
@@ -339,11 +353,11 @@ async fn talk(sock: Arc<UdpSocket>, to: SocketAddr, hz: f64, seconds: u32, digit
 }
 
 /// A JSON object's member, `Null` when absent (JSON from our own API, but no panics).
-fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
+pub(crate) fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
     v.get(k).unwrap_or(&Value::Null)
 }
 
-fn media_addr(body: &[u8]) -> anyhow::Result<SocketAddr> {
+pub(crate) fn media_addr(body: &[u8]) -> anyhow::Result<SocketAddr> {
     let s = Sdp::parse(body)?;
     let ip = s
         .media_address(0)
@@ -371,6 +385,101 @@ fn tone_share(samples: &[i16], hz: f64) -> f64 {
     2.0 * (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (energy * samples.len() as f64)
 }
 
+/// The operator's configuration of the demo's chain, through the admin APIs: the provider
+/// hosts a TG for acme (with a bearer token) and routes it to the SIP peer `core`; the customer
+/// admits the SIP peer `pbx` and routes it to the provider's TG (upstream `media_mode`).
+/// Returns the customer's SIP address (where the PBX sends its INVITEs); `say` gets one line
+/// per step.
+pub(crate) async fn configure(
+    provider: &Gateway,
+    customer: &Gateway,
+    pbx: SocketAddr,
+    core: SocketAddr,
+    media_mode: &str,
+    say: impl Fn(&str),
+) -> anyhow::Result<SocketAddr> {
+    say("\nconfiguring through the admin APIs:");
+    let peer = |name: &str, addr: SocketAddr| {
+        json!({
+            "name": name, "transport": "udp", "addresses": [addr.to_string()],
+            "allow_list": ["127.0.0.1/32"], "registration": "none", "dtmf": "rfc4733",
+            "codecs": ["PCMU", "PCMA"], "srtp": "off",
+        })
+    };
+
+    let tg = provider
+        .create(
+            "/api/v1/hosted-tgs",
+            json!({"tenant": "acme", "name": "acme-main", "vouched_numbers": ["+1408555*"],
+                   "destination_pattern": "+*", "advertisement": {}, "customer_tgs": []}),
+        )
+        .await?;
+    let tg_id = field(&tg, "id").as_str().unwrap_or_default().to_owned();
+    say(&format!("  provider: hosted TG {tg_id} for customer acme"));
+    let (status, cred) = provider
+        .api(
+            "POST",
+            &format!("/api/v1/hosted-tgs/{tg_id}/credentials"),
+            Some(&json!({"name": "acme-gw", "kind": "token"})),
+        )
+        .await?;
+    if status != 201 {
+        bail!("issuing the customer token: {status} {cred}");
+    }
+    let secret = field(&cred, "secret")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    say("  provider: bearer token issued to acme (shown once, stored hashed)");
+    let core_peer = provider
+        .create("/api/v1/sip-peers", peer("core", core))
+        .await?;
+    provider
+        .create(
+            "/api/v1/routes",
+            json!({"name": "acme to core", "priority": 10,
+                   "source": {"kind": "hosted_tg", "id": tg_id},
+                   "destination_pattern": "+1408*",
+                   "targets": [{"endpoint": {"kind": "sip_peer", "id": field(&core_peer, "id")}, "priority": 0, "weight": 1}]}),
+        )
+        .await?;
+    say(&format!(
+        "  provider: SIP peer core at {}, route +1408* -> core",
+        core
+    ));
+    let pbx_peer = customer
+        .create("/api/v1/sip-peers", peer("pbx", pbx))
+        .await?;
+    let upstream = customer
+        .create(
+            "/api/v1/upstreams",
+            json!({"name": "provider", "root_url": provider.started.ript_root,
+                   "trunk_group": tg_id, "auth": {"kind": "token", "token": secret},
+                   "trust_anchors_pem": provider.started.cert_pem, "media_mode": media_mode}),
+        )
+        .await?;
+    customer
+        .create(
+            "/api/v1/routes",
+            json!({"name": "pbx to provider", "priority": 10,
+                   "source": {"kind": "sip_peer", "id": field(&pbx_peer, "id")},
+                   "destination_pattern": "+1*",
+                   "targets": [{"endpoint": {"kind": "upstream", "id": field(&upstream, "id")}, "priority": 0, "weight": 1}]}),
+        )
+        .await?;
+    say(&format!(
+        "  customer: SIP peer pbx at {}, upstream {}, route +1* -> provider",
+        pbx, provider.started.ript_root
+    ));
+    provider.wait_routes(1).await?;
+    customer.wait_routes(1).await?;
+    let customer_sip = customer
+        .started
+        .sip_udp
+        .ok_or_else(|| anyhow!("the customer gateway has no UDP SIP listener"))?;
+    Ok(customer_sip)
+}
+
 async fn run_demo() -> anyhow::Result<bool> {
     run::QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("ript-demo-{}", std::process::id()));
@@ -388,86 +497,10 @@ async fn demo_in(dir: &std::path::Path) -> anyhow::Result<bool> {
     let customer = start_gateway("customer", dir).await?;
     let pbx = Phone::new("pbx").await?;
     let mut core = Phone::new("core").await?;
-    let peer = |name: &str, addr: SocketAddr| {
-        json!({
-            "name": name, "transport": "udp", "addresses": [addr.to_string()],
-            "allow_list": ["127.0.0.1/32"], "registration": "none", "dtmf": "rfc4733",
-            "codecs": ["PCMU", "PCMA"], "srtp": "off",
-        })
-    };
-
-    // The operator's configuration, through the admin APIs.
-    println!("\nconfiguring through the admin APIs:");
-    let tg = provider
-        .create(
-            "/api/v1/hosted-tgs",
-            json!({"tenant": "acme", "name": "acme-main", "vouched_numbers": ["+1408555*"],
-                   "destination_pattern": "+*", "advertisement": {}, "customer_tgs": []}),
-        )
-        .await?;
-    let tg_id = field(&tg, "id").as_str().unwrap_or_default().to_owned();
-    println!("  provider: hosted TG {tg_id} for customer acme");
-    let (status, cred) = provider
-        .api(
-            "POST",
-            &format!("/api/v1/hosted-tgs/{tg_id}/credentials"),
-            Some(&json!({"name": "acme-gw", "kind": "token"})),
-        )
-        .await?;
-    if status != 201 {
-        bail!("issuing the customer token: {status} {cred}");
-    }
-    let secret = field(&cred, "secret")
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    println!("  provider: bearer token issued to acme (shown once, stored hashed)");
-    let core_peer = provider
-        .create("/api/v1/sip-peers", peer("core", core.sip))
-        .await?;
-    provider
-        .create(
-            "/api/v1/routes",
-            json!({"name": "acme to core", "priority": 10,
-                   "source": {"kind": "hosted_tg", "id": tg_id},
-                   "destination_pattern": "+1408*",
-                   "targets": [{"endpoint": {"kind": "sip_peer", "id": field(&core_peer, "id")}, "priority": 0, "weight": 1}]}),
-        )
-        .await?;
-    println!(
-        "  provider: SIP peer core at {}, route +1408* -> core",
-        core.sip
-    );
-    let pbx_peer = customer
-        .create("/api/v1/sip-peers", peer("pbx", pbx.sip))
-        .await?;
-    let upstream = customer
-        .create(
-            "/api/v1/upstreams",
-            json!({"name": "provider", "root_url": provider.started.ript_root,
-                   "trunk_group": tg_id, "auth": {"kind": "token", "token": secret},
-                   "trust_anchors_pem": provider.started.cert_pem, "media_mode": "datagrams"}),
-        )
-        .await?;
-    customer
-        .create(
-            "/api/v1/routes",
-            json!({"name": "pbx to provider", "priority": 10,
-                   "source": {"kind": "sip_peer", "id": field(&pbx_peer, "id")},
-                   "destination_pattern": "+1*",
-                   "targets": [{"endpoint": {"kind": "upstream", "id": field(&upstream, "id")}, "priority": 0, "weight": 1}]}),
-        )
-        .await?;
-    println!(
-        "  customer: SIP peer pbx at {}, upstream {}, route +1* -> provider",
-        pbx.sip, provider.started.ript_root
-    );
-    provider.wait_routes(1).await?;
-    customer.wait_routes(1).await?;
-    let customer_sip = customer
-        .started
-        .sip_udp
-        .ok_or_else(|| anyhow!("the customer gateway has no UDP SIP listener"))?;
+    let customer_sip = configure(&provider, &customer, pbx.sip, core.sip, "datagrams", |l| {
+        println!("{l}")
+    })
+    .await?;
 
     println!("\nthe call ({CALLER} -> {CALLED}):");
     let pbx_heard = Arc::new(Mutex::new(Heard::default()));

@@ -42,7 +42,8 @@ enum Command {
     /// tones and the digits arrived.
     Demo,
     /// Loopback benchmarks: `bench relay` (media relay CPU per packet against a plain
-    /// forwarder, loss, latency).
+    /// forwarder, loss, latency), `bench chain` (calls through a customer and a provider
+    /// gateway: setup, loss, latency, CPU and RSS per call).
     Bench(bench::BenchArgs),
 }
 

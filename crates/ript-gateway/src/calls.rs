@@ -531,6 +531,69 @@ struct Leg {
 }
 
 impl Leg {
+    /// A re-INVITE or UPDATE offer from the SIP peer (hold, resume, a move): answered from
+    /// the same `port` and the peer's codecs (RFC 3264 direction); the relay follows and the
+    /// core learns the new direction.
+    async fn answer_reoffer(
+        &mut self,
+        sip: &sip_ua::Call,
+        peer: &store::peer::SipPeer,
+        port: u16,
+        body: &[u8],
+    ) {
+        let Ok(offer) = Sdp::parse(body) else {
+            let _ = sip.reject_offer(400).await;
+            return;
+        };
+        let local = Local {
+            address: self.gw.media_ip.clone(),
+            audio_port: port,
+            codecs: peer_codecs(peer),
+            srtp: SrtpMode::Off,
+            keys: vec![],
+            want: sdp::Direction::SendRecv,
+            session_id: 1,
+            session_version: rand::random::<u16>().into(),
+        };
+        let Ok((ans, plan)) = sdp::answer(&offer, &local) else {
+            let _ = sip.reject_offer(488).await;
+            return;
+        };
+        if let Err(e) = sip.answer(ans.to_text().into_bytes()).await {
+            debug!(error = %e, "answer");
+            return;
+        }
+        if let (Some(side), Some(m)) = (sip_side(&plan, peer), &self.media) {
+            m.update_sip(side).await;
+        }
+        let _ = self.core.handle_sip(
+            now(),
+            wall_ms(),
+            SipInput::Hold {
+                direction: direction_of(plan.direction),
+            },
+        );
+    }
+
+    /// Ends a call the gateway refused before any outbound attempt (caps, no route, SDP):
+    /// its CDR says so.
+    async fn refused(mut self, status: u16, ript_reason: Option<Reason>, bucket: &'static str) {
+        self.cdr = Some(call_core::CdrRecord {
+            id: self.core.id().clone(),
+            direction: self.core.direction(),
+            target: None,
+            attempts: 0,
+            started_at_ms: wall_ms(),
+            answered_at_ms: None,
+            ended_at_ms: wall_ms(),
+            sip_status: Some(status),
+            ript_reason,
+            bucket,
+            ended_by: call_core::EndedBy::Gateway,
+        });
+        self.finish().await;
+    }
+
     /// Keeps the RIPT leg's counters before it ends.
     async fn keep_ript_stats(&mut self) {
         if let Some(m) = &self.media
@@ -782,24 +845,11 @@ impl SipToRipt {
     }
 
     /// Refuses the INVITE before any RIPT leg exists; the CDR says why.
-    async fn refuse(mut self, status: u16, headers: Vec<(String, String)>, bucket: &'static str) {
+    async fn refuse(self, status: u16, headers: Vec<(String, String)>, bucket: &'static str) {
         if let Err(e) = self.sip.reject_with(status, headers).await {
             debug!(error = %e, "reject");
         }
-        self.leg.cdr = Some(call_core::CdrRecord {
-            id: self.leg.core.id().clone(),
-            direction: call_core::Direction::SipToRipt,
-            target: None,
-            attempts: 0,
-            started_at_ms: wall_ms(),
-            answered_at_ms: None,
-            ended_at_ms: wall_ms(),
-            sip_status: Some(status),
-            ript_reason: None,
-            bucket,
-            ended_by: call_core::EndedBy::Gateway,
-        });
-        self.leg.finish().await;
+        self.leg.refused(status, None, bucket).await;
     }
 
     fn answer_offer(&mut self, body: &[u8]) -> Result<(), u16> {
@@ -1070,45 +1120,15 @@ impl SipToRipt {
     /// A re-INVITE or UPDATE offer from the SIP peer (hold, resume, a move): answered from
     /// the same port and codecs; the bridge follows.
     async fn reoffer(&mut self, body: &[u8]) {
-        let Ok(offer) = Sdp::parse(body) else {
-            let _ = self.sip.reject_offer(400).await;
-            return;
-        };
         let port = self
             .answer
             .as_deref()
             .and_then(|a| Sdp::parse(a.as_bytes()).ok())
             .and_then(|s| s.media.first().map(|m| m.port))
             .unwrap_or(0);
-        let version = rand::random::<u16>().into();
-        let local = Local {
-            address: self.leg.gw.media_ip.clone(),
-            audio_port: port,
-            codecs: peer_codecs(&self.peer),
-            srtp: SrtpMode::Off,
-            keys: vec![],
-            want: sdp::Direction::SendRecv,
-            session_id: 1,
-            session_version: version,
-        };
-        let Ok((ans, plan)) = sdp::answer(&offer, &local) else {
-            let _ = self.sip.reject_offer(488).await;
-            return;
-        };
-        if let Err(e) = self.sip.answer(ans.to_text().into_bytes()).await {
-            debug!(error = %e, "answer");
-            return;
-        }
-        if let (Some(side), Some(m)) = (sip_side(&plan, &self.peer), &self.leg.media) {
-            m.update_sip(side).await;
-        }
-        let _ = self.leg.core.handle_sip(
-            now(),
-            wall_ms(),
-            SipInput::Hold {
-                direction: direction_of(plan.direction),
-            },
-        );
+        self.leg
+            .answer_reoffer(&self.sip, &self.peer, port, body)
+            .await;
     }
 
     async fn on_ript(&mut self, ev: Option<CallEvent>) {
@@ -1309,21 +1329,8 @@ impl RiptToSip {
         me.leg.finish().await;
     }
 
-    async fn refused(mut self, status: u16, reason: Reason, bucket: &'static str) {
-        self.leg.cdr = Some(call_core::CdrRecord {
-            id: self.leg.core.id().clone(),
-            direction: call_core::Direction::RiptToSip,
-            target: None,
-            attempts: 0,
-            started_at_ms: wall_ms(),
-            answered_at_ms: None,
-            ended_at_ms: wall_ms(),
-            sip_status: Some(status),
-            ript_reason: Some(reason),
-            bucket,
-            ended_by: call_core::EndedBy::Gateway,
-        });
-        self.leg.finish().await;
+    async fn refused(self, status: u16, reason: Reason, bucket: &'static str) {
+        self.leg.refused(status, Some(reason), bucket).await;
     }
 
     async fn drain(&mut self) {
@@ -1633,43 +1640,12 @@ impl RiptToSip {
         let (Some(sip), Some(peer)) = (&self.sip, &self.peer) else {
             return;
         };
-        let Ok(offer) = Sdp::parse(body) else {
-            let _ = sip.reject_offer(400).await;
-            return;
-        };
         let port = self
             .offer
             .as_ref()
             .and_then(|o| o.media.first().map(|m| m.port))
             .unwrap_or(0);
-        let local = Local {
-            address: self.leg.gw.media_ip.clone(),
-            audio_port: port,
-            codecs: peer_codecs(peer),
-            srtp: SrtpMode::Off,
-            keys: vec![],
-            want: sdp::Direction::SendRecv,
-            session_id: 1,
-            session_version: rand::random::<u16>().into(),
-        };
-        let Ok((ans, plan)) = sdp::answer(&offer, &local) else {
-            let _ = sip.reject_offer(488).await;
-            return;
-        };
-        if let Err(e) = sip.answer(ans.to_text().into_bytes()).await {
-            debug!(error = %e, "answer");
-            return;
-        }
-        if let (Some(side), Some(m)) = (sip_side(&plan, peer), &self.leg.media) {
-            m.update_sip(side).await;
-        }
-        let _ = self.leg.core.handle_sip(
-            now(),
-            wall_ms(),
-            SipInput::Hold {
-                direction: direction_of(plan.direction),
-            },
-        );
+        self.leg.answer_reoffer(sip, peer, port, body).await;
     }
 
     async fn on_ript(&mut self, ev: Option<CallEvent>) {

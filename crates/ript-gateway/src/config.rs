@@ -37,6 +37,7 @@ pub const ENV: &[(&str, &str)] = &[
     ("RIPT_SIP_ALLOW", "sip.allow"),
     ("RIPT_SIP_USERS", "sip.users"),
     ("RIPT_SIP_DIGEST_ALGORITHMS", "sip.digest_algorithms"),
+    ("RIPT_SIP_RATE", "sip.rate_per_sec"),
     ("RIPT_SIP_REGISTER", "sip.register"),
     ("RIPT_SIP_TLS_CERT", "sip.tls.cert"),
     ("RIPT_SIP_TLS_KEY", "sip.tls.key"),
@@ -196,6 +197,8 @@ pub struct Sip {
     pub tls_cert_key: Option<(PathBuf, PathBuf)>,
     /// An existing CA bundle file.
     pub tls_ca: Option<PathBuf>,
+    /// SIP messages accepted per second from one source address (2 s of burst), ≥ 1.
+    pub rate_per_sec: u32,
 }
 
 pub struct Admin {
@@ -446,6 +449,7 @@ struct SipLayer {
     users: List,
     digest_algorithms: List,
     register: List,
+    rate_per_sec: u32,
     tls: TlsLayer,
 }
 
@@ -499,6 +503,7 @@ impl Default for SipLayer {
             users: List::default(),
             digest_algorithms: list(&["SHA-256", "MD5"]),
             register: List::default(),
+            rate_per_sec: 200,
             tls: TlsLayer::default(),
         }
     }
@@ -651,6 +656,12 @@ fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, E
     };
     let tls_ca = file("sip.tls.ca", &l.sip.tls.ca)?;
 
+    if l.sip.rate_per_sec == 0 {
+        return Err(err(
+            "sip.rate_per_sec",
+            "must be at least 1 message per second".into(),
+        ));
+    }
     let admin_listen = address(&l.admin.listen).map_err(|r| err("admin.listen", r))?;
     let media = Media {
         address: match l.media.address.filter(|a| !a.is_empty()) {
@@ -696,6 +707,7 @@ fn settle(mut l: Layer, origins: &HashMap<String, String>) -> Result<Settings, E
             register,
             tls_cert_key,
             tls_ca,
+            rate_per_sec: l.sip.rate_per_sec,
         },
         admin: Admin {
             listen: admin_listen,
@@ -918,6 +930,12 @@ mod tests {
         let cases: &[Case] = &[
             ("[sip]\nlissen = []\n", &[], "sip.lissen", "unknown key"),
             ("colour = 1\n", &[], "colour", "unknown key"),
+            (
+                "",
+                &[("RIPT_SIP_RATE", "0")],
+                "sip.rate_per_sec",
+                "at least 1",
+            ),
             (
                 "",
                 &[("RIPT_INSTANCE_ID", "gw 1/../x")],

@@ -342,6 +342,7 @@ pub async fn run_until(
         tls_server,
         tls_client,
         observer: Some(Arc::new(SipMetrics(metrics.clone(), s.ladder.clone()))),
+        rate_per_sec: s.sip.rate_per_sec,
         ..Default::default()
     };
     let endpoint = sip_transport::Endpoint::bind(cfg)

@@ -219,3 +219,35 @@ fn options_over_tls_with_the_dev_certificate() {
         );
     });
 }
+
+/// `sip.rate_per_sec` reaches the transport: at 1 message per second (2 s of burst) a burst
+/// of ten OPTIONS from one source gets at most a few answers, the rest dropped.
+#[test]
+fn the_per_source_sip_rate_is_configurable() {
+    let r = start_with(&[("RIPT_SIP_RATE", "1")]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(700)))
+        .unwrap();
+    let (to, local) = (r.sip_udp, sock.local_addr().unwrap());
+    for i in 0..10 {
+        let options = format!(
+            "OPTIONS sip:gw@{to} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-rate-{i}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:pbx@{local}>;tag=f-rate\r\n\
+             To: <sip:gw@{to}>\r\n\
+             Call-ID: rate-{i}\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        sock.send_to(options.as_bytes(), to).unwrap();
+    }
+    let mut buf = [0u8; 65536];
+    let mut answered = 0;
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        if buf[..n].starts_with(b"SIP/2.0 200 ") {
+            answered += 1;
+        }
+    }
+    assert!((1..=3).contains(&answered), "{answered} of 10 answered");
+}

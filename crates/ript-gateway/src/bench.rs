@@ -624,35 +624,33 @@ fn ssrc(flow: usize) -> u32 {
     0x5254_0000 ^ (flow as u32)
 }
 
-fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+pub(super) fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
     if let Some(d) = buf.get_mut(at..at + bytes.len()) {
         d.copy_from_slice(bytes);
     }
 }
 
-/// Sends every flow at `pps` for `seconds`: packet `r` of flow `k` (of `n`) is due at
-/// `go + r/pps + k/(n·pps)`, so sends are spread evenly over the packet interval. A late
-/// sender catches up; nothing due at or after the end is sent, and nothing at all after half
-/// as long again (an overloaded machine stays bounded in time).
-fn sender(
-    targets: Vec<(std::net::UdpSocket, SocketAddr)>,
-    pace: Pace,
-    origin: Instant,
+/// The pacing every bench sends with: packet `r` of flow `k` (of `n`) is due at
+/// `go + r/pps + k/(n·pps)`, so sends are spread evenly over the packet interval, and
+/// `send(k, r)` is called when it is. A late sender catches up; nothing due at or after
+/// `go + seconds` is sent, and nothing at all after half as long again (an overloaded machine
+/// stays bounded in time).
+pub(super) fn pace_flows(
+    n: usize,
+    go: Instant,
+    seconds: u64,
+    pps: u32,
     stop: &AtomicBool,
-) -> SendReport {
-    let n = targets.len().max(1) as u64;
-    let interval_ns = 1_000_000_000 / u64::from(pace.pps);
-    let ts_step = CLOCK_RATE / pace.pps.max(1);
-    let end = pace.go + Duration::from_secs(pace.seconds);
-    let hard_end = end + Duration::from_secs(pace.seconds.div_ceil(2));
-    let mut sent = vec![0u64; targets.len()];
-    let mut errors = 0;
-    let mut buf = [0xffu8; PACKET];
-    let cpu0 = thread_cpu();
+    mut send: impl FnMut(usize, u64),
+) {
+    let n = n.max(1) as u64;
+    let interval_ns = 1_000_000_000 / u64::from(pps.max(1));
+    let end = go + Duration::from_secs(seconds);
+    let hard_end = end + Duration::from_secs(seconds.div_ceil(2));
     let mut slot: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let (round, k) = (slot / n, slot % n);
-        let due = pace.go + Duration::from_nanos(round * interval_ns + k * interval_ns / n);
+        let due = go + Duration::from_nanos(round * interval_ns + k * interval_ns / n);
         if due >= end {
             break;
         }
@@ -665,26 +663,55 @@ fn sender(
             continue;
         }
         slot += 1;
-        let flow = k as usize;
-        let (Some((sock, dst)), Some(count)) = (targets.get(flow), sent.get_mut(flow)) else {
-            continue;
-        };
-        let seq = (flow as u16).wrapping_mul(1000).wrapping_add(round as u16);
-        let ts = (flow as u32)
-            .wrapping_mul(100_000)
-            .wrapping_add((round as u32).wrapping_mul(ts_step));
-        let marker = if round == 0 { 0x80 } else { 0 };
-        put(&mut buf, 0, &[0x80, marker]); // V=2, PT 0 (PCMU)
-        put(&mut buf, 2, &seq.to_be_bytes());
-        put(&mut buf, 4, &ts.to_be_bytes());
-        put(&mut buf, 8, &ssrc(flow).to_be_bytes());
-        let t = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        put(&mut buf, HEADER, &t.to_be_bytes());
-        match sock.send_to(&buf, dst) {
-            Ok(_) => *count += 1,
-            Err(_) => errors += 1,
-        }
+        send(k as usize, round);
     }
+}
+
+/// The RTP header of packet `round` of `flow` (PCMU; marker on the first; the flow's SSRC).
+pub(super) fn rtp_header(buf: &mut [u8], flow: usize, round: u64, ts_step: u32) {
+    let seq = (flow as u16).wrapping_mul(1000).wrapping_add(round as u16);
+    let ts = (flow as u32)
+        .wrapping_mul(100_000)
+        .wrapping_add((round as u32).wrapping_mul(ts_step));
+    let marker = if round == 0 { 0x80 } else { 0 };
+    put(buf, 0, &[0x80, marker]); // V=2, PT 0 (PCMU)
+    put(buf, 2, &seq.to_be_bytes());
+    put(buf, 4, &ts.to_be_bytes());
+    put(buf, 8, &ssrc(flow).to_be_bytes());
+}
+
+/// Sends every flow at `pace.pps` for `pace.seconds` ([`pace_flows`]), each packet carrying
+/// its send time.
+fn sender(
+    targets: Vec<(std::net::UdpSocket, SocketAddr)>,
+    pace: Pace,
+    origin: Instant,
+    stop: &AtomicBool,
+) -> SendReport {
+    let ts_step = CLOCK_RATE / pace.pps.max(1);
+    let mut sent = vec![0u64; targets.len()];
+    let mut errors = 0;
+    let mut buf = [0xffu8; PACKET];
+    let cpu0 = thread_cpu();
+    pace_flows(
+        targets.len(),
+        pace.go,
+        pace.seconds,
+        pace.pps,
+        stop,
+        |flow, round| {
+            let (Some((sock, dst)), Some(count)) = (targets.get(flow), sent.get_mut(flow)) else {
+                return;
+            };
+            rtp_header(&mut buf, flow, round, ts_step);
+            let t = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            put(&mut buf, HEADER, &t.to_be_bytes());
+            match sock.send_to(&buf, dst) {
+                Ok(_) => *count += 1,
+                Err(_) => errors += 1,
+            }
+        },
+    );
     SendReport {
         sent,
         errors,

@@ -21,7 +21,7 @@
 //! over the media phase; "gateways" are the threads of their runtimes plus any thread that is
 //! neither the load generator's nor the main runtime's (SQLite workers…).
 
-use super::{Hist, LO, join, raise_fd_limit, spawn};
+use super::{Hist, LO, join, put, raise_fd_limit, spawn};
 use crate::demo::{self, Gateway, Phone};
 use crate::run;
 use anyhow::{Context, anyhow, bail};
@@ -433,14 +433,9 @@ async fn drain(progress: &AtomicU64, sent: u64) {
     }
 }
 
-fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
-    if let Some(d) = buf.get_mut(at..at + bytes.len()) {
-        d.copy_from_slice(bytes);
-    }
-}
-
-/// Packet `r` of flow `k` (of `n`) is due at `go + r·20 ms + k·20 ms/n`. Returns the packets
-/// sent per flow, send errors and the wall time of sending.
+/// Packet `r` of flow `k` (of `n`) is due at `go + r·20 ms + k·20 ms/n` ([`super::pace_flows`]).
+/// Returns the packets sent per flow, send errors, the wall time of sending and the sender's
+/// CPU time.
 fn sender(
     targets: Vec<Flow>,
     seconds: u64,
@@ -448,44 +443,17 @@ fn sender(
     origin: Instant,
     stop: &AtomicBool,
 ) -> (Vec<u64>, u64, Duration, Duration) {
-    let n = targets.len().max(1) as u64;
-    let interval_ns = 1_000_000_000 / PPS;
-    let end = go + Duration::from_secs(seconds);
-    let hard_end = end + Duration::from_secs(seconds.div_ceil(2));
     let mut sent = vec![0u64; targets.len()];
     let mut errors = 0;
     // PCMU silence (0xff) after the marks.
     let mut buf = [0xffu8; PACKET];
-    let mut slot: u64 = 0;
     let cpu0 = super::thread_cpu();
-    while !stop.load(Ordering::Relaxed) {
-        let (round, k) = (slot / n, slot % n);
-        let due = go + Duration::from_nanos(round * interval_ns + k * interval_ns / n);
-        if due >= end {
-            break;
-        }
-        let now = Instant::now();
-        if now >= hard_end {
-            break;
-        }
-        if due > now {
-            std::thread::sleep(due - now);
-            continue;
-        }
-        slot += 1;
-        let flow = k as usize;
+    let pps = u32::try_from(PPS).unwrap_or(50);
+    super::pace_flows(targets.len(), go, seconds, pps, stop, |flow, round| {
         let (Some((sock, dst)), Some(count)) = (targets.get(flow), sent.get_mut(flow)) else {
-            continue;
+            return;
         };
-        let seq = (flow as u16).wrapping_mul(1000).wrapping_add(round as u16);
-        let ts = (flow as u32)
-            .wrapping_mul(100_000)
-            .wrapping_add((round as u32).wrapping_mul(TS_STEP));
-        let marker = if round == 0 { 0x80 } else { 0 };
-        put(&mut buf, 0, &[0x80, marker]); // V=2, PT 0 (PCMU)
-        put(&mut buf, 2, &seq.to_be_bytes());
-        put(&mut buf, 4, &ts.to_be_bytes());
-        put(&mut buf, 8, &(0x5254_0000u32 ^ flow as u32).to_be_bytes());
+        super::rtp_header(&mut buf, flow, round, TS_STEP);
         let t = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         put(&mut buf, AT_TIME, &t.to_be_bytes());
         put(&mut buf, AT_FLOW, &(flow as u32).to_be_bytes());
@@ -494,7 +462,7 @@ fn sender(
             Ok(_) => *count += 1,
             Err(_) => errors += 1,
         }
-    }
+    });
     (
         sent,
         errors,

@@ -594,6 +594,34 @@ impl Leg {
         self.finish().await;
     }
 
+    /// The operator asked to hang up (admin API).
+    fn hang_up(&mut self) {
+        info!("hung up through the admin API");
+        let _ = self.core.handle_hangup(now(), wall_ms());
+    }
+
+    /// The SIP leg's media ended (RTP timeout, or the bridge failed): the call ends.
+    fn media_ended(&mut self, end: media_relay::BridgeEnd) {
+        info!(?end, "media ended");
+        self.media = None;
+        let _ = self.core.handle_hangup(now(), wall_ms());
+    }
+
+    /// A digit the SIP peer sent by INFO goes toward the RIPT leg as telephone-events.
+    async fn info_digit_in(&self, req: &sip_proto::msg::Request) {
+        let ct = req.headers().content_type().unwrap_or_default().to_owned();
+        match media_proto::dtmf::parse_info(&ct, req.body()) {
+            Ok(d) => {
+                if let Some(m) = &self.media
+                    && !m.digit_to_ript(d.digit, d.duration_ms).await
+                {
+                    debug!("digit not relayed");
+                }
+            }
+            Err(e) => debug!(error = %e, "INFO without a digit"),
+        }
+    }
+
     /// Keeps the RIPT leg's counters before it ends.
     async fn keep_ript_stats(&mut self) {
         if let Some(m) = &self.media
@@ -1062,23 +1090,13 @@ impl SipToRipt {
                 }
                 d = opt_recv(digits.as_mut()) => match d {
                     Some(BridgeEvent::Digit { from_leg_b: true, digit, duration_ms }) => {
-                        let body = media_proto::dtmf::dtmf_relay_body(digit, duration_ms);
-                        if let Err(e) = self.sip.info("application/dtmf-relay", body.into_bytes()).await {
-                            debug!(error = %e, "info");
-                        }
+                        info_digit_out(&self.sip, digit, duration_ms).await;
                     }
                     Some(_) => {}
                     None => digits = None,
                 },
-                () = opt_hang_up(self.leg.live.as_mut()) => {
-                    info!("hung up through the admin API");
-                    let _ = self.leg.core.handle_hangup(now(), wall_ms());
-                }
-                end = opt_media_end(self.leg.media.as_mut()) => {
-                    info!(?end, "media ended");
-                    self.leg.media = None;
-                    let _ = self.leg.core.handle_hangup(now(), wall_ms());
-                }
+                () = opt_hang_up(self.leg.live.as_mut()) => self.leg.hang_up(),
+                end = opt_media_end(self.leg.media.as_mut()) => self.leg.media_ended(end),
                 () = opt_sleep(deadline) => {
                     self.leg.core.handle_timeout(now(), wall_ms());
                 }
@@ -1091,17 +1109,7 @@ impl SipToRipt {
         debug!(event = ?ev, "sip");
         match &ev {
             SessionEvent::Info(req) => {
-                let ct = req.headers().content_type().unwrap_or_default().to_owned();
-                match media_proto::dtmf::parse_info(&ct, req.body()) {
-                    Ok(d) => {
-                        if let Some(m) = &self.leg.media
-                            && !m.digit_to_ript(d.digit, d.duration_ms).await
-                        {
-                            debug!("digit not relayed");
-                        }
-                    }
-                    Err(e) => debug!(error = %e, "INFO without a digit"),
-                }
+                self.leg.info_digit_in(req).await;
                 return;
             }
             SessionEvent::RemoteOffer { body, kind } if *kind != OfferKind::Invite => {
@@ -1170,6 +1178,14 @@ impl SipToRipt {
                     .handle_ript(now(), wall_ms(), RiptInput::LegLost);
             }
         }
+    }
+}
+
+/// A digit from the RIPT leg toward a SIP peer that takes digits by INFO.
+async fn info_digit_out(sip: &sip_ua::Call, digit: char, duration_ms: u32) {
+    let body = media_proto::dtmf::dtmf_relay_body(digit, duration_ms);
+    if let Err(e) = sip.info("application/dtmf-relay", body.into_bytes()).await {
+        debug!(error = %e, "info");
     }
 }
 
@@ -1566,24 +1582,14 @@ impl RiptToSip {
                 d = opt_recv(digits.as_mut()) => match d {
                     Some(BridgeEvent::Digit { from_leg_b: true, digit, duration_ms }) => {
                         if let Some(sip) = &self.sip {
-                            let body = media_proto::dtmf::dtmf_relay_body(digit, duration_ms);
-                            if let Err(e) = sip.info("application/dtmf-relay", body.into_bytes()).await {
-                                debug!(error = %e, "info");
-                            }
+                            info_digit_out(sip, digit, duration_ms).await;
                         }
                     }
                     Some(_) => {}
                     None => digits = None,
                 },
-                () = opt_hang_up(self.leg.live.as_mut()) => {
-                    info!("hung up through the admin API");
-                    let _ = self.leg.core.handle_hangup(now(), wall_ms());
-                }
-                end = opt_media_end(self.leg.media.as_mut()) => {
-                    info!(?end, "media ended");
-                    self.leg.media = None;
-                    let _ = self.leg.core.handle_hangup(now(), wall_ms());
-                }
+                () = opt_hang_up(self.leg.live.as_mut()) => self.leg.hang_up(),
+                end = opt_media_end(self.leg.media.as_mut()) => self.leg.media_ended(end),
                 () = opt_sleep(deadline) => {
                     self.leg.core.handle_timeout(now(), wall_ms());
                 }
@@ -1612,13 +1618,7 @@ impl RiptToSip {
                 return;
             }
             SessionEvent::Info(req) => {
-                let ct = req.headers().content_type().unwrap_or_default().to_owned();
-                if let Ok(d) = media_proto::dtmf::parse_info(&ct, req.body())
-                    && let Some(m) = &self.leg.media
-                    && !m.digit_to_ript(d.digit, d.duration_ms).await
-                {
-                    debug!("digit not relayed");
-                }
+                self.leg.info_digit_in(req).await;
                 return;
             }
             SessionEvent::RemoteOffer { body, .. } => {

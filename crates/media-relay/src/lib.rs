@@ -11,7 +11,7 @@ mod transform;
 pub use ports::{PortAllocator, PortRange, RtpPair};
 pub use relay::{
     Bridge, BridgeEnd, BridgeStats, ChannelEnd, LEARN_PACKETS, Latch, LegConfig, LegStats,
-    RELATCH_SILENCE,
+    PacketSink, RELATCH_SILENCE,
 };
 pub use transform::{BridgeEvent, Codec, DtmfMode, LegMedia};
 

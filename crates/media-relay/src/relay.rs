@@ -187,9 +187,22 @@ enum LegIo {
     Udp(RtpPair),
     Channel {
         inbox: mpsc::Receiver<Bytes>,
-        outbox: mpsc::Sender<Bytes>,
+        outbox: ChannelOut,
     },
 }
+
+/// Where a channel leg's outbound packets go.
+enum ChannelOut {
+    /// A queue the application reads from another task.
+    Queue(mpsc::Sender<Bytes>),
+    /// A function the bridge task calls with each packet: no queue, no task wake-up per
+    /// packet (see [`Bridge::start_with_sink`]).
+    Sink(PacketSink),
+}
+
+/// Receives each clear RTP packet a channel leg sends toward its application. It runs on the
+/// bridge's task, so it must not block: hand the packet on with a non-waiting send.
+pub type PacketSink = Box<dyn FnMut(&[u8]) + Send>;
 
 /// The source address a channel leg's packets carry (the leg is [`Latch::Fixed`] to it).
 const CHANNEL_PEER: SocketAddr =
@@ -372,13 +385,18 @@ impl Leg {
         let Some(dst) = (if rtcp { self.rtcp_peer() } else { self.peer }) else {
             return true;
         };
-        let sock = match &self.io {
+        let sock = match &mut self.io {
             LegIo::Udp(pair) if rtcp => &pair.rtcp,
             LegIo::Udp(pair) => &pair.rtp,
             LegIo::Channel { outbox, .. } => {
                 // In-process: clear RTP only (no SRTP, no RTCP); a full channel drops.
                 if !rtcp {
-                    let _ = outbox.try_send(Bytes::copy_from_slice(clear));
+                    match outbox {
+                        ChannelOut::Queue(q) => {
+                            let _ = q.try_send(Bytes::copy_from_slice(clear));
+                        }
+                        ChannelOut::Sink(f) => f(clear),
+                    }
                 }
                 return true;
             }
@@ -542,6 +560,39 @@ impl Bridge {
         b_cfg: LegConfig,
         timeout: Duration,
     ) -> Result<(Bridge, ChannelEnd), Error> {
+        let (outbox, from_bridge) = mpsc::channel(CHANNEL_DEPTH);
+        let (bridge, to_bridge) =
+            Self::start_channel_leg(a, a_cfg, b_cfg, timeout, ChannelOut::Queue(outbox))?;
+        Ok((
+            bridge,
+            ChannelEnd {
+                to_bridge,
+                from_bridge,
+            },
+        ))
+    }
+
+    /// [`start_with_channel`](Self::start_with_channel) whose leg B hands each outbound packet
+    /// to `sink` on the bridge's own task instead of queueing it for another task: a media
+    /// gateway saves a task hop (a wake-up and a context switch) per packet. The returned
+    /// sender takes leg B's inbound packets; dropping it stops the bridge.
+    pub fn start_with_sink(
+        a: RtpPair,
+        a_cfg: LegConfig,
+        b_cfg: LegConfig,
+        timeout: Duration,
+        sink: PacketSink,
+    ) -> Result<(Bridge, mpsc::Sender<Bytes>), Error> {
+        Self::start_channel_leg(a, a_cfg, b_cfg, timeout, ChannelOut::Sink(sink))
+    }
+
+    fn start_channel_leg(
+        a: RtpPair,
+        a_cfg: LegConfig,
+        b_cfg: LegConfig,
+        timeout: Duration,
+        outbox: ChannelOut,
+    ) -> Result<(Bridge, mpsc::Sender<Bytes>), Error> {
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
@@ -557,7 +608,6 @@ impl Bridge {
         let (cmd, rx) = mpsc::channel(8);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (to_bridge, inbox) = mpsc::channel(CHANNEL_DEPTH);
-        let (outbox, from_bridge) = mpsc::channel(CHANNEL_DEPTH);
         let task = tokio::spawn(run(
             LegIo::Udp(a),
             a_cfg,
@@ -575,10 +625,7 @@ impl Bridge {
                 task,
                 events: Some(events),
             },
-            ChannelEnd {
-                to_bridge,
-                from_bridge,
-            },
+            to_bridge,
         ))
     }
 

@@ -842,3 +842,61 @@ async fn a_channel_leg_gets_the_same_transforms_and_its_end_stops_the_bridge() {
         "the application left"
     );
 }
+
+/// A sink leg hands leg A's packets (transformed, µ-law → A-law) to the application's
+/// function on the bridge's task, and what the application sends reaches A's peer.
+#[tokio::test]
+async fn a_sink_leg_calls_the_application_with_each_packet() {
+    let alloc = PortAllocator::new(LO, range(7));
+    let leg_a = alloc.allocate().unwrap();
+    let to_a = SocketAddr::new(LO, leg_a.port);
+    let peer_a = UdpSocket::bind((LO, 0)).await.unwrap();
+    let a_cfg = LegConfig {
+        remote: Some(peer_a.local_addr().unwrap()),
+        latch: Latch::Fixed,
+        media: Some(media(0, Codec::PCMU, DtmfMode::Info, None)),
+        ..LegConfig::default()
+    };
+    let b_cfg = LegConfig {
+        media: Some(media(8, Codec::PCMA, DtmfMode::Rfc4733 { pt: 101 }, None)),
+        ..LegConfig::default()
+    };
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (mut bridge, to_bridge) = Bridge::start_with_sink(
+        leg_a,
+        a_cfg,
+        b_cfg,
+        Duration::from_secs(30),
+        Box::new(move |p| {
+            let _ = seen_tx.send(p.to_vec());
+        }),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    for i in 0..10u16 {
+        let sent = Rtp::new(0, 100 + i, 160 * u32::from(i), &speech(i));
+        peer_a.send_to(&sent.encode(), to_a).await.unwrap();
+        let p = Rtp::decode(&within(seen.recv()).await.unwrap());
+        let mut want = sent.payload.clone();
+        g711::ulaw_to_alaw_in_place(&mut want);
+        assert_eq!((p.pt, &p.payload), (8, &want), "µ-law → A-law to the sink");
+        got.push(p);
+    }
+    assert_one_continuous_stream(&got);
+    let sent = Rtp::new(8, 7, 0, &speech(60));
+    to_bridge.send(sent.encode().into()).await.unwrap();
+    let p = recv(&peer_a).await;
+    let mut want = sent.payload.clone();
+    g711::alaw_to_ulaw_in_place(&mut want);
+    assert_eq!(
+        (p.pt, &p.payload),
+        (0, &want),
+        "A-law from the application → µ-law"
+    );
+    drop(to_bridge);
+    assert_eq!(
+        within(bridge.ended()).await,
+        media_relay::BridgeEnd::Io,
+        "the application left"
+    );
+}

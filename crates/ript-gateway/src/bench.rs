@@ -90,6 +90,10 @@ struct RelayArgs {
     /// Run only the media relay, without the baseline.
     #[arg(long)]
     no_plain: bool,
+    /// Both forwarders' runtime waits this long before sleeping on its sockets (the gateway's
+    /// `media.coalesce_us`); 0: it wakes for every packet.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=5000))]
+    coalesce_us: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,11 +142,12 @@ async fn relay(a: RelayArgs) -> anyhow::Result<()> {
         })
     };
     say!(
-        "bench relay: {} streams = {} RTP flows x {} pkt/s ({PACKET}-byte RTP, {PAYLOAD}-byte payload), {} s per forwarder, 127.0.0.1",
+        "bench relay: {} streams = {} RTP flows x {} pkt/s ({PACKET}-byte RTP, {PAYLOAD}-byte payload), {} s per forwarder, wake-up coalescing {} us, 127.0.0.1",
         a.streams,
         a.streams * 2,
         a.pps,
-        a.seconds
+        a.seconds,
+        a.coalesce_us
     );
     say!(
         "cpus: {}, loadavg at start: {}",
@@ -337,8 +342,9 @@ async fn phase(
     let (ready_tx, ready_rx) = oneshot::channel();
     let (fwd_stop, fwd_stop_rx) = oneshot::channel();
     let timeout = Duration::from_secs(a.seconds + 3600);
+    let coalesce = Duration::from_micros(u64::from(a.coalesce_us));
     let fwd = spawn("bench-forwarder", move || {
-        forwarder(kind, &addrs, timeout, ready_tx, fwd_stop_rx)
+        forwarder(kind, &addrs, timeout, coalesce, ready_tx, fwd_stop_rx)
     })?;
     let Ok(ports) = ready_rx.await else {
         return Err(join(fwd)
@@ -492,13 +498,16 @@ fn forwarder(
     kind: Kind,
     uas: &[SocketAddr],
     timeout: Duration,
+    coalesce: Duration,
     ready: oneshot::Sender<Vec<u16>>,
     stop: oneshot::Receiver<()>,
 ) -> anyhow::Result<FwdReport> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the forwarder runtime")?;
+    let rt = crate::runtime::coalescing(
+        tokio::runtime::Builder::new_current_thread().enable_all(),
+        coalesce,
+    )
+    .build()
+    .context("building the forwarder runtime")?;
     rt.block_on(async move {
         let (ports, running) = start_forwarder(kind, uas, timeout)?;
         let (t0, split0) = (thread_cpu(), thread_user_sys());

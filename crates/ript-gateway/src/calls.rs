@@ -929,6 +929,10 @@ impl SipToRipt {
                         // The CANCEL won the race: the UA reports it as the session's end.
                         debug!(error = %e, "accept");
                     }
+                    // No more early-media cue to watch for: chunks go straight to the bridge.
+                    if let Some(m) = self.leg.media.as_mut() {
+                        m.relay_on_ript_task().await;
+                    }
                 }
                 Action::Sip(SipAction::Reject { status, .. }) => {
                     if let Err(e) = self.sip.reject(status).await {
@@ -1158,6 +1162,9 @@ impl SipToRipt {
                 }
                 if let Some(media) = self.leg.media.as_mut() {
                     media.relay_to_sip(m);
+                    if self.early_sent {
+                        media.relay_on_ript_task().await;
+                    }
                 }
             }
             Some(CallEvent::State(kind, reason)) | Some(CallEvent::Ended(kind, reason)) => {
@@ -1557,7 +1564,10 @@ impl RiptToSip {
             RiptSink::Server(self.ript.clone()),
             directive_ids(server),
         ) {
-            Ok(m) => self.leg.media = Some(m),
+            Ok(mut m) => {
+                m.relay_on_ript_task().await;
+                self.leg.media = Some(m);
+            }
             Err(e) => warn!(error = %e, "no media bridge"),
         }
     }

@@ -12,6 +12,7 @@ mod probe;
 mod ript_app;
 mod routing;
 mod run;
+mod runtime;
 mod sip;
 mod tone;
 
@@ -85,9 +86,14 @@ fn main() -> ExitCode {
         _ => settings.as_ref().map(|s| s.log.as_str()),
     };
     init_tracing(directives);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let coalesce = settings
+        .as_ref()
+        .map_or(std::time::Duration::ZERO, |s| s.media.coalesce);
+    let rt = match runtime::coalescing(
+        tokio::runtime::Builder::new_multi_thread().enable_all(),
+        coalesce,
+    )
+    .build()
     {
         Ok(rt) => rt,
         Err(e) => {

@@ -2,10 +2,16 @@
 //!
 //! The SIP leg runs through a [`media_relay::Bridge`], which already does everything a SIP
 //! peer needs — latching, SRTP, RTP timeout, µ-law ⇄ A-law and G.711 ⇄ Opus, RFC 4733 ⇄ SIP
-//! INFO, CN — between the peer's codec and the RIPT leg's codec. The bridge's second leg is a
-//! channel of clear RTP in the RIPT codec inside this process ([`Bridge::start_with_channel`]),
-//! which this module maps to and from RIPT chunks with [`media_proto::chunkmap`] (extended
-//! timestamps, RTP clock ⇄ wall-clock ms, marker, audio level, telephone-events).
+//! INFO, CN — between the peer's codec and the RIPT leg's codec. The bridge's second leg is
+//! clear RTP in the RIPT codec inside this process ([`Bridge::start_with_sink`]), which this
+//! module maps to and from RIPT chunks with [`media_proto::chunkmap`] (extended timestamps,
+//! RTP clock ⇄ wall-clock ms, marker, audio level, telephone-events).
+//!
+//! Each packet crosses as few tasks as it can, since every hand-off between tasks is a
+//! wake-up and often a context switch, which cost more than the mapping itself: RTP from the
+//! SIP peer is mapped and handed to the RIPT call on the bridge's task (the bridge's sink),
+//! and chunks from the RIPT peer are mapped and queued for the bridge on the RIPT call's task
+//! (its media handler, [`CallMedia::relay_on_ript_task`]).
 
 use bytes::Bytes;
 use media_proto::chunkmap::{ChunksToRtp, Frame, PtMap, RtpMap, RtpToChunks};
@@ -13,8 +19,8 @@ use media_relay::{Bridge, BridgeEvent, Codec, DtmfMode, LegConfig, LegMedia, Rtp
 use ript_h3::{OutgoingMedia, ReceivedMedia};
 use ript_proto::chunk::PayloadType;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::Sender;
@@ -35,6 +41,13 @@ pub enum RiptSink {
 }
 
 impl RiptSink {
+    async fn set_media_handler(&self, h: ript_h3::MediaHandler) -> Result<(), ript_h3::Error> {
+        match self {
+            RiptSink::Client(c) => c.set_media_handler(h).await,
+            RiptSink::Server(c) => c.set_media_handler(h).await,
+        }
+    }
+
     fn send(&self, m: OutgoingMedia) -> Result<(), ript_h3::Error> {
         match self {
             RiptSink::Client(c) => c.send_media(m),
@@ -103,20 +116,54 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct CallMedia {
     bridge: Bridge,
-    /// Clear RTP into the bridge's leg B (from the RIPT leg).
-    to_bridge: Sender<Bytes>,
+    /// RIPT → SIP, shared by the RIPT call's media handler and [`CallMedia::relay_to_sip`]
+    /// (chunks that arrived as events before the handler was set), so both number the RTP
+    /// stream the same way.
+    to_sip: Arc<Mutex<ToSip>>,
     sink: RiptSink,
-    to_rtp: ChunksToRtp,
+    /// The RIPT call's media handler is set ([`CallMedia::relay_on_ript_task`]).
+    on_ript_task: bool,
     pub counters: Arc<Counters>,
-    uplink: tokio::task::JoinHandle<()>,
     pub digits: Option<mpsc::Receiver<BridgeEvent>>,
     codec: RiptCodec,
 }
 
-impl Drop for CallMedia {
-    fn drop(&mut self) {
-        self.uplink.abort();
+/// Maps RIPT chunks to clear RTP for the bridge's leg B.
+#[derive(Debug)]
+struct ToSip {
+    to_rtp: ChunksToRtp,
+    /// Clear RTP into the bridge's leg B (from the RIPT leg).
+    to_bridge: Sender<Bytes>,
+    counters: Arc<Counters>,
+}
+
+impl ToSip {
+    /// Never waits: a full bridge queue drops the chunk.
+    fn relay(&mut self, m: ReceivedMedia) {
+        self.counters.chunks_in.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame {
+            payload_type: m.payload_type,
+            timestamp_ms: m.timestamp_ms.unwrap_or_else(ript_h3::wall_ms),
+            marker: m.marker,
+            audio_level: m.audio_level,
+            payload: Bytes::from(m.media),
+        };
+        let sent = self
+            .to_rtp
+            .map(&frame)
+            .ok()
+            .and_then(|p| media_proto::rtp::serialize(&p).ok())
+            .map(|b| self.to_bridge.try_send(b));
+        if !matches!(sent, Some(Ok(()))) {
+            self.counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
+}
+
+/// A poisoned lock only means a handler panicked mid-packet; the mapper's state is still
+/// usable for the next one.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn pt_map(codec: RiptCodec) -> PtMap {
@@ -171,28 +218,52 @@ impl CallMedia {
             )),
             ..LegConfig::default()
         };
-        let (mut bridge, end) = Bridge::start_with_channel(sip_pair, a_cfg, b_cfg, RTP_TIMEOUT)
-            .map_err(|_| crate::calls::CallError::Media("the codecs cannot be bridged"))?;
-        let digits = bridge.take_events();
         let counters = Arc::new(Counters::default());
-        let uplink = tokio::spawn(uplink(
-            end.from_bridge,
-            RtpToChunks::new(pt_map(codec), None),
-            sink.clone(),
-            source_sink,
-            Arc::clone(&counters),
-        ));
+        let mut uplink = Uplink {
+            to_chunks: RtpToChunks::new(pt_map(codec), None),
+            sink: sink.clone(),
+            ids: source_sink,
+            counters: Arc::clone(&counters),
+        };
+        let (mut bridge, to_bridge) = Bridge::start_with_sink(
+            sip_pair,
+            a_cfg,
+            b_cfg,
+            RTP_TIMEOUT,
+            Box::new(move |rtp| uplink.send(rtp)),
+        )
+        .map_err(|_| crate::calls::CallError::Media("the codecs cannot be bridged"))?;
+        let digits = bridge.take_events();
         let (ssrc, seq, ts) = rand::random::<(u32, u16, u32)>();
+        let to_sip = Arc::new(Mutex::new(ToSip {
+            to_rtp: ChunksToRtp::new(pt_map(codec), ssrc, seq, ts),
+            to_bridge,
+            counters: Arc::clone(&counters),
+        }));
         Ok(CallMedia {
             bridge,
-            to_bridge: end.to_bridge,
+            to_sip,
             sink,
-            to_rtp: ChunksToRtp::new(pt_map(codec), ssrc, seq, ts),
+            on_ript_task: false,
             counters,
-            uplink,
             digits,
             codec,
         })
+    }
+
+    /// From now on chunks from the RIPT peer are mapped and queued for the bridge on the RIPT
+    /// call's own task, not delivered as events to the call's task first. Before the answer a
+    /// SIP-originated call still wants the events: the first chunk is its cue for early media.
+    pub async fn relay_on_ript_task(&mut self) {
+        if self.on_ript_task {
+            return;
+        }
+        self.on_ript_task = true;
+        let to_sip = Arc::clone(&self.to_sip);
+        let handler: ript_h3::MediaHandler = Box::new(move |m| lock(&to_sip).relay(m));
+        if self.sink.set_media_handler(handler).await.is_err() {
+            debug!("the RIPT call is gone; no media handler set");
+        }
     }
 
     pub fn codec(&self) -> RiptCodec {
@@ -201,23 +272,7 @@ impl CallMedia {
 
     /// A chunk from the RIPT leg toward the SIP peer; never waits (a full socket drops it).
     pub fn relay_to_sip(&mut self, m: ReceivedMedia) {
-        self.counters.chunks_in.fetch_add(1, Ordering::Relaxed);
-        let frame = Frame {
-            payload_type: m.payload_type,
-            timestamp_ms: m.timestamp_ms.unwrap_or_else(ript_h3::wall_ms),
-            marker: m.marker,
-            audio_level: m.audio_level,
-            payload: Bytes::from(m.media),
-        };
-        let sent = self
-            .to_rtp
-            .map(&frame)
-            .ok()
-            .and_then(|p| media_proto::rtp::serialize(&p).ok())
-            .map(|b| self.to_bridge.try_send(b));
-        if !matches!(sent, Some(Ok(()))) {
-            self.counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
-        }
+        lock(&self.to_sip).relay(m);
     }
 
     /// Plays a digit (from a SIP INFO of the SIP peer) toward the RIPT leg as telephone-events.
@@ -255,44 +310,43 @@ impl CallMedia {
     }
 }
 
-/// SIP → RIPT: RTP from the bridge's channel leg becomes chunks.
-async fn uplink(
-    mut from_bridge: mpsc::Receiver<Bytes>,
-    mut to_chunks: RtpToChunks,
+/// SIP → RIPT: RTP from the bridge's leg B becomes chunks, on the bridge's task.
+struct Uplink {
+    to_chunks: RtpToChunks,
     sink: RiptSink,
-    (source, sink_id): (u8, u8),
+    /// The directive's (source, sink) ids.
+    ids: (u8, u8),
     counters: Arc<Counters>,
-) {
-    loop {
-        let Some(bytes) = from_bridge.recv().await else {
-            debug!("the media bridge ended");
+}
+
+impl Uplink {
+    fn send(&mut self, rtp: &[u8]) {
+        let Ok(p) = media_proto::rtp::parse(Bytes::copy_from_slice(rtp)) else {
+            self.counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Ok(p) = media_proto::rtp::parse(bytes) else {
-            counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let Ok(f) = to_chunks.map(&p, ript_h3::wall_ms()) else {
-            counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
-            continue;
+        let Ok(f) = self.to_chunks.map(&p, ript_h3::wall_ms()) else {
+            self.counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
+            return;
         };
         let m = OutgoingMedia {
-            source,
-            sink: sink_id,
+            source: self.ids.0,
+            sink: self.ids.1,
             payload_type: f.payload_type,
             timestamp_ms: f.timestamp_ms,
             media: f.payload.to_vec(),
             marker: f.marker,
             audio_level: f.audio_level,
         };
-        match sink.send(m) {
+        match self.sink.send(m) {
             Ok(()) => {
-                counters.chunks_out.fetch_add(1, Ordering::Relaxed);
+                self.counters.chunks_out.fetch_add(1, Ordering::Relaxed);
             }
-            Err(ript_h3::Error::Backpressure) => {
-                counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
+            // A call that is gone ends the bridge through the call's task; until then its
+            // packets count as errors like a full queue's.
+            Err(_) => {
+                self.counters.chunk_errors.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => return,
         }
     }
 }

@@ -57,7 +57,7 @@ struct Conn {
     quinn: quinn::Connection,
     send: SendReq,
     demux: DemuxMap,
-    dg_out: mpsc::Sender<Bytes>,
+    dg_out: datagram::DatagramOut,
 }
 
 struct Inner {
@@ -464,6 +464,7 @@ impl Client {
             events: ev_tx,
             ack_flush_at: None,
             last_put: t,
+            media_handler: None,
         };
         let span = info_span!("ript_call", call = %description.uri, role = "client");
         tokio::spawn(task.run(int_rx, app_rx).instrument(span));
@@ -475,16 +476,8 @@ impl Client {
     }
 }
 
-fn spawn_datagram_io(conn: quinn::Connection, demux: DemuxMap) -> mpsc::Sender<Bytes> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4096);
-    let c = conn.clone();
-    tokio::spawn(async move {
-        while let Some(d) = rx.recv().await {
-            if c.send_datagram_wait(d).await.is_err() {
-                break;
-            }
-        }
-    });
+fn spawn_datagram_io(conn: quinn::Connection, demux: DemuxMap) -> datagram::DatagramOut {
+    let out = datagram::DatagramOut::new(conn.clone());
     tokio::spawn(async move {
         while let Ok(raw) = conn.read_datagram().await {
             if let Some((sid, payload)) = datagram::decode(&raw) {
@@ -495,7 +488,7 @@ fn spawn_datagram_io(conn: quinn::Connection, demux: DemuxMap) -> mpsc::Sender<B
             }
         }
     });
-    tx
+    out
 }
 
 /// A request stream with its body and response left to the caller.
@@ -549,6 +542,7 @@ pub struct ClientCallControl {
 
 enum AppCmd {
     Media(OutgoingMedia),
+    MediaHandler(crate::MediaHandler),
     End(Option<Reason>),
     Stats(oneshot::Sender<MediaStats>),
 }
@@ -565,6 +559,15 @@ impl ClientCallControl {
     pub async fn end(&self, reason: Option<Reason>) -> Result<(), Error> {
         self.tx
             .send(AppCmd::End(reason))
+            .await
+            .map_err(|_| Error::CallGone)
+    }
+
+    /// From now on the call's received media goes to `h` instead of [`CallEvent::Media`]
+    /// events (media already queued as events stays there).
+    pub async fn set_media_handler(&self, h: crate::MediaHandler) -> Result<(), Error> {
+        self.tx
+            .send(AppCmd::MediaHandler(h))
             .await
             .map_err(|_| Error::CallGone)
     }
@@ -589,7 +592,7 @@ enum Internal {
     BywayReset(u64),
     MediaBody(Bytes),
     DatagramIn(Bytes),
-    DatagramsUp(u64, mpsc::Sender<Bytes>, u64),
+    DatagramsUp(u64, datagram::DatagramOut, u64),
     DatagramsRefused(u64),
     DatagramsDown(u64),
     CallGone(u64),
@@ -598,7 +601,7 @@ enum Internal {
 enum Path {
     None,
     Datagrams {
-        out: mpsc::Sender<Bytes>,
+        out: datagram::DatagramOut,
         stream_id: u64,
     },
     Byways,
@@ -621,6 +624,7 @@ struct CallTask {
     events: mpsc::Sender<CallEvent>,
     ack_flush_at: Option<Instant>,
     last_put: Instant,
+    media_handler: Option<crate::MediaHandler>,
 }
 
 const ACK_FLUSH: Duration = Duration::from_millis(100);
@@ -675,6 +679,7 @@ impl CallTask {
                 let frame = self.media.encode(t, m);
                 self.send_frame(t, frame);
             }
+            AppCmd::MediaHandler(h) => self.media_handler = Some(h),
             AppCmd::End(reason) => self.call.end(t, wall_ms(), reason),
             AppCmd::Stats(r) => {
                 let _ = r.send(
@@ -689,7 +694,7 @@ impl CallTask {
         match &self.path {
             Path::Datagrams { out, stream_id } => {
                 frame.extend(self.media.take_acks());
-                let _ = out.try_send(datagram::encode(*stream_id, &frame));
+                let _ = out.send(*stream_id, &frame);
                 self.call.handle_media_sent(t);
             }
             Path::Byways => {
@@ -742,7 +747,7 @@ impl CallTask {
         match &self.path {
             Path::Datagrams { out, stream_id } => {
                 let acks = self.media.take_acks();
-                let _ = out.try_send(datagram::encode(*stream_id, &acks));
+                let _ = out.send(*stream_id, &acks);
             }
             Path::Byways => {
                 let acks = self.media.take_acks();
@@ -826,7 +831,10 @@ impl CallTask {
             self.call.handle_ack(t, self.media.outstanding());
         }
         for m in got.media {
-            self.emit(CallEvent::Media(m));
+            match &mut self.media_handler {
+                Some(h) => h(m),
+                None => self.emit(CallEvent::Media(m)),
+            }
         }
     }
 

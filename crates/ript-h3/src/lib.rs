@@ -13,7 +13,7 @@ pub mod server;
 pub mod tls;
 
 pub use error::Error;
-pub use media::{CallEvent, MediaStats, OutgoingMedia, ReceivedMedia};
+pub use media::{CallEvent, MediaHandler, MediaStats, OutgoingMedia, ReceivedMedia};
 
 /// Wall clock in Unix-epoch ms: the shell reads it, the sans-IO core receives it.
 pub fn wall_ms() -> u64 {

@@ -38,6 +38,12 @@ pub struct ReceivedMedia {
     pub audio_level: Option<u8>,
 }
 
+/// Takes a call's received media on the call's own task, in place of [`CallEvent::Media`]
+/// events (`set_media_handler` on either role's call control): a gateway relaying every chunk
+/// saves a queue and a task wake-up per chunk. It must not block; hand the media on with a
+/// non-waiting send.
+pub type MediaHandler = Box<dyn FnMut(ReceivedMedia) + Send + Sync>;
+
 /// What a call reports to the application (both roles).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {

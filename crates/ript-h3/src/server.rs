@@ -258,6 +258,12 @@ impl CallControl {
         })
     }
 
+    /// From now on the call's received media goes to `h` instead of [`CallEvent::Media`]
+    /// events (media already queued as events stays there).
+    pub async fn set_media_handler(&self, h: crate::MediaHandler) -> Result<(), Error> {
+        self.send(Cmd::MediaHandler(h)).await
+    }
+
     pub async fn stats(&self) -> Result<MediaStats, Error> {
         let (tx, rx) = oneshot::channel();
         self.send(Cmd::Stats(tx)).await?;
@@ -312,14 +318,15 @@ enum Cmd {
     DatagramIn(Bytes),
     App(ServerCommand, oneshot::Sender<Result<(), Rerr>>),
     SendMedia(OutgoingMedia),
+    MediaHandler(crate::MediaHandler),
     Stats(oneshot::Sender<MediaStats>),
     DropByways,
 }
 
-/// Where a call's datagrams go: the connection's paced sender and the CONNECT stream id.
+/// Where a call's datagrams go: the connection's sender and the CONNECT stream id.
 #[derive(Clone)]
 struct DatagramTx {
-    out: mpsc::Sender<Bytes>,
+    out: datagram::DatagramOut,
     stream_id: u64,
     /// quinn's stable id of the connection: a late close of an older session must not end
     /// the current one.
@@ -738,18 +745,10 @@ async fn drive_connection(shared: Arc<Shared>, conn: quinn::Connection) {
     .await
 }
 
-/// The connection's datagram reader (demultiplexed by CONNECT stream id) and its paced
-/// sender: `send_datagram_wait` waits for send-buffer space instead of dropping.
-fn spawn_datagram_io(conn: quinn::Connection, demux: DemuxMap) -> mpsc::Sender<Bytes> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4096);
-    let c = conn.clone();
-    tokio::spawn(async move {
-        while let Some(d) = rx.recv().await {
-            if c.send_datagram_wait(d).await.is_err() {
-                break;
-            }
-        }
-    });
+/// The connection's datagram reader (demultiplexed by CONNECT stream id) and its sender
+/// (see [`datagram::DatagramOut`]).
+fn spawn_datagram_io(conn: quinn::Connection, demux: DemuxMap) -> datagram::DatagramOut {
+    let out = datagram::DatagramOut::new(conn.clone());
     tokio::spawn(async move {
         let mut malformed = 0u64;
         while let Ok(raw) = conn.read_datagram().await {
@@ -767,7 +766,7 @@ fn spawn_datagram_io(conn: quinn::Connection, demux: DemuxMap) -> mpsc::Sender<B
             }
         }
     });
-    tx
+    out
 }
 
 fn bearer(req: &http::Request<()>) -> Option<&str> {
@@ -870,7 +869,7 @@ async fn read_body(stream: &mut SrvStream, cap: usize, what: &'static str) -> Re
 async fn handle_request(
     shared: Arc<Shared>,
     demux: DemuxMap,
-    dg_out: mpsc::Sender<Bytes>,
+    dg_out: datagram::DatagramOut,
     conn: quinn::Connection,
     req: http::Request<()>,
     mut stream: SrvStream,
@@ -933,7 +932,7 @@ async fn handle_request(
 /// What a request handler knows of its connection.
 struct ConnCtx {
     demux: DemuxMap,
-    dg_out: mpsc::Sender<Bytes>,
+    dg_out: datagram::DatagramOut,
     conn: quinn::Connection,
 }
 
@@ -1327,6 +1326,7 @@ async fn create_call(
         media: MediaEndpoint::new(MediaDirection::S2c, sh.media_key),
         datagrams: None,
         events: ev_tx,
+        media_handler: None,
     };
     let span = info_span!("ript_call", call = %id, role = "server");
     tokio::spawn(task.run(rx).instrument(span));
@@ -1534,6 +1534,7 @@ struct CallTask {
     media: MediaEndpoint,
     datagrams: Option<DatagramTx>,
     events: mpsc::Sender<CallEvent>,
+    media_handler: Option<crate::MediaHandler>,
 }
 
 impl CallTask {
@@ -1701,23 +1702,27 @@ impl CallTask {
             Cmd::Stats(r) => {
                 let _ = r.send(self.media.stats(self.datagrams.is_some()));
             }
+            Cmd::MediaHandler(h) => self.media_handler = Some(h),
             Cmd::DropByways => self.reverse.clear(),
         }
     }
 
     fn send_datagram(&self, payload: &[u8]) {
         if let Some(d) = &self.datagrams
-            && d.out
-                .try_send(datagram::encode(d.stream_id, payload))
-                .is_err()
+            && !d.out.send(d.stream_id, payload)
         {
-            debug!("datagram queue full, media dropped");
+            debug!("datagram not queued (connection gone or too large), media dropped");
         }
     }
 
-    fn deliver(&self, media: Vec<crate::ReceivedMedia>) {
+    fn deliver(&mut self, media: Vec<crate::ReceivedMedia>) {
         for m in media {
-            let _ = self.events.try_send(CallEvent::Media(m));
+            match &mut self.media_handler {
+                Some(h) => h(m),
+                None => {
+                    let _ = self.events.try_send(CallEvent::Media(m));
+                }
+            }
         }
     }
 

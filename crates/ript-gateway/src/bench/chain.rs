@@ -80,6 +80,10 @@ pub(super) struct ChainArgs {
     /// Worker threads of each gateway's runtime.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     gw_threads: u32,
+    /// The gateways' `media.coalesce_us`: their workers wait this long before sleeping on
+    /// their sockets; 0: they wake for every packet.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=5000))]
+    coalesce_us: u32,
 }
 
 pub(super) async fn chain(a: ChainArgs) -> anyhow::Result<()> {
@@ -87,10 +91,12 @@ pub(super) async fn chain(a: ChainArgs) -> anyhow::Result<()> {
     run::QUIET.store(true, Ordering::Relaxed);
     let mode = if a.byways { "byways" } else { "datagrams" };
     say!(
-        "bench chain: {} calls at {} calls/s, {} s of PCMU 20 ms both ways, pbx UA -> customer -> RIPT ({mode}) -> provider -> core UA, 127.0.0.1",
+        "bench chain: {} calls at {} calls/s, {} s of PCMU 20 ms both ways, pbx UA -> customer -> RIPT ({mode}) -> provider -> core UA, gateways: {} workers each, wake-up coalescing {} us, 127.0.0.1",
         a.calls,
         a.cps,
-        a.seconds
+        a.seconds,
+        a.gw_threads,
+        a.coalesce_us
     );
     say!(
         "cpus: {}, loadavg at start: {}",
@@ -132,12 +138,15 @@ pub(super) async fn chain(a: ChainArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("ript-bench-chain-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let runtime = |label: &str| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(a.gw_threads as usize)
-            .thread_name(format!("{GW_THREAD}{label}"))
-            .enable_all()
-            .build()
-            .context("building a gateway's runtime")
+        crate::runtime::coalescing(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(a.gw_threads as usize)
+                .thread_name(format!("{GW_THREAD}{label}"))
+                .enable_all(),
+            Duration::from_micros(u64::from(a.coalesce_us)),
+        )
+        .build()
+        .context("building a gateway's runtime")
     };
     let (customer_rt, provider_rt) = (runtime("customer")?, runtime("provider")?);
     let result = through_gateways(

@@ -130,6 +130,58 @@ async fn call_over_datagrams_alerting_answered_media_and_client_end() {
     assert_eq!(r.header("allow"), Some("GET, POST"));
 }
 
+/// With a media handler set on each side, received chunks go to the handler, on the call's
+/// task, and no longer show up as `CallEvent::Media`; the call's other events still do.
+#[tokio::test]
+async fn media_handlers_take_the_media_in_place_of_events_both_roles() {
+    let mut h = harness().await;
+    let c = h.client();
+    let (_d, mut out, mut inc) = h.call(&c).await;
+    next_matching(&mut out.events, is_path(MediaPath::Datagrams)).await;
+    inc.control.state(EventKind::Answered, None).await.unwrap();
+    next_matching(&mut out.events, is_state(EventKind::Answered)).await;
+    let (to_client, mut at_client) = tokio::sync::mpsc::unbounded_channel();
+    let (to_server, mut at_server) = tokio::sync::mpsc::unbounded_channel();
+    out.control
+        .set_media_handler(Box::new(move |m| {
+            let _ = to_client.send(m);
+        }))
+        .await
+        .unwrap();
+    inc.control
+        .set_media_handler(Box::new(move |m| {
+            let _ = to_server.send(m);
+        }))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        out.control.send_media(pcmu(1, 1, i)).unwrap();
+        inc.control.send_media(pcmu(1, 1, 100 + i)).unwrap();
+    }
+    for i in 0..5 {
+        let (a, b) = (
+            within(at_server.recv()).await.unwrap(),
+            within(at_client.recv()).await.unwrap(),
+        );
+        assert_eq!(a.media, pcmu(1, 1, i).media, "client → server, in order");
+        assert_eq!(
+            b.media,
+            pcmu(1, 1, 100 + i).media,
+            "server → client, in order"
+        );
+    }
+    out.control.end(None).await.unwrap();
+    for events in [&mut out.events, &mut inc.events] {
+        loop {
+            match within(events.recv()).await {
+                Some(CallEvent::Media(m)) => panic!("media reached the events: {m:?}"),
+                Some(CallEvent::Ended(..)) | None => break,
+                Some(_) => {}
+            }
+        }
+    }
+}
+
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }

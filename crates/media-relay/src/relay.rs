@@ -208,9 +208,12 @@ pub type PacketSink = Box<dyn FnMut(&[u8]) + Send>;
 const CHANNEL_PEER: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9);
 
-/// Packets waiting in each direction of a channel leg: about a second of audio; beyond it the
-/// bridge drops (it never waits on its application).
-const CHANNEL_DEPTH: usize = 64;
+/// Packets waiting in each direction of a channel leg; beyond it the bridge drops (it never
+/// waits on its application). Deep because an application may hand over a burst in one go: a
+/// RIPT call over byways gets all the chunks the server held while no GET was pending in one
+/// response (a second or more of audio at the start of a call), and relays them without
+/// yielding. tokio allocates a queue's slots as they fill, so an idle depth costs nothing.
+const CHANNEL_DEPTH: usize = 1024;
 
 /// The application's end of a channel leg ([`Bridge::start_with_channel`]): clear RTP packets
 /// in (`to_bridge`, as if from leg B's peer) and out (`from_bridge`, toward leg B's peer).

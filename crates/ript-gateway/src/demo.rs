@@ -200,11 +200,21 @@ pub(crate) struct Phone {
 
 impl Phone {
     pub(crate) async fn new(label: &'static str) -> anyhow::Result<Phone> {
+        Self::with_sip_rate(label, EndpointConfig::default().rate_per_sec).await
+    }
+
+    /// A phone whose endpoint accepts `rate_per_sec` SIP messages per second from one source
+    /// (the bench's phones and gateways all send from 127.0.0.1).
+    pub(crate) async fn with_sip_rate(
+        label: &'static str,
+        rate_per_sec: u32,
+    ) -> anyhow::Result<Phone> {
         let endpoint = Endpoint::bind(EndpointConfig {
             listen: vec![Listen {
                 transport: Transport::Udp,
                 addr: "127.0.0.1:0".parse()?,
             }],
+            rate_per_sec,
             ..Default::default()
         })
         .await?;

@@ -80,6 +80,12 @@ pub(super) struct ChainArgs {
     /// Worker threads of each gateway's runtime.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     gw_threads: u32,
+    /// SIP messages per second accepted from one source address, at both gateways
+    /// (`sip.rate_per_sec`) and at the phones. Every phone and gateway here is 127.0.0.1, so a
+    /// gateway's default (200) would cap setup near 100 calls/s and let SIP retransmissions
+    /// (T1 = 500 ms) decide the setup times: the default does not limit the bench.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    sip_rate: u32,
 }
 
 pub(super) async fn chain(a: ChainArgs) -> anyhow::Result<()> {
@@ -87,10 +93,11 @@ pub(super) async fn chain(a: ChainArgs) -> anyhow::Result<()> {
     run::QUIET.store(true, Ordering::Relaxed);
     let mode = if a.byways { "byways" } else { "datagrams" };
     say!(
-        "bench chain: {} calls at {} calls/s, {} s of PCMU 20 ms both ways, pbx UA -> customer -> RIPT ({mode}) -> provider -> core UA, 127.0.0.1",
+        "bench chain: {} calls at {} calls/s, {} s of PCMU 20 ms both ways, pbx UA -> customer -> RIPT ({mode}) -> provider -> core UA, SIP rate limit {} msg/s per source, 127.0.0.1",
         a.calls,
         a.cps,
-        a.seconds
+        a.seconds,
+        a.sip_rate
     );
     say!(
         "cpus: {}, loadavg at start: {}",
@@ -762,7 +769,10 @@ async fn through_gateways(
         provider_rt,
         "provider",
         dir,
-        &[("RIPT_RTP_PORTS", "30000-39999".into())],
+        &[
+            ("RIPT_RTP_PORTS", "30000-39999".into()),
+            ("RIPT_SIP_RATE", a.sip_rate.to_string()),
+        ],
         false,
     )
     .await?;
@@ -770,7 +780,10 @@ async fn through_gateways(
         customer_rt,
         "customer",
         dir,
-        &[("RIPT_RTP_PORTS", "20000-29999".into())],
+        &[
+            ("RIPT_RTP_PORTS", "20000-29999".into()),
+            ("RIPT_SIP_RATE", a.sip_rate.to_string()),
+        ],
         false,
     )
     .await?;
@@ -794,8 +807,8 @@ async fn load(
     baseline: Option<Media>,
     rss_start: u64,
 ) -> anyhow::Result<()> {
-    let pbx = Phone::new("pbx").await?;
-    let core = Phone::new("core").await?;
+    let pbx = Phone::with_sip_rate("pbx", a.sip_rate).await?;
+    let core = Phone::with_sip_rate("core", a.sip_rate).await?;
     let (pbx_sip, core_sip) = (pbx.sip, core.sip);
     let customer_sip = demo::configure(provider, customer, pbx_sip, core_sip, mode, |_| {}).await?;
     let (answered_tx, mut answered_rx) = mpsc::unbounded_channel();

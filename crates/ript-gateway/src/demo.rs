@@ -54,8 +54,8 @@ async fn start_gateway(label: &'static str, dir: &std::path::Path) -> anyhow::Re
 }
 
 /// Starts a gateway on the runtime `rt` (the bench keeps the gateways on their own runtime);
-/// `extra` settings (environment variable names) are added to the demo's; `ladder` prints
-/// the SIP/RIPT ladder of its calls.
+/// `extra` settings (environment variable names) are added to the demo's, or replace them;
+/// `ladder` prints the SIP/RIPT ladder of its calls.
 pub(crate) async fn start_gateway_on(
     rt: &tokio::runtime::Handle,
     label: &'static str,
@@ -75,6 +75,7 @@ pub(crate) async fn start_gateway_on(
         ("RIPT_INSTANCE_ID", label.into()),
         ("RIPT_MEDIA_ADDRESS", "127.0.0.1".into()),
     ];
+    vars.retain(|(name, _)| extra.iter().all(|(e, _)| e != name));
     vars.extend(extra.iter().cloned());
     let env = move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
     let mut s = config::load(&RunArgs::default(), &env).map_err(|e| anyhow!("{e}"))?;
@@ -146,18 +147,23 @@ impl Gateway {
         Ok(v)
     }
 
+    /// The admin API's `/metrics` response (status line, headers and Prometheus text).
+    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
+        http(
+            self.started.admin,
+            &self.started.admin_token,
+            "GET",
+            "/metrics",
+            None,
+        )
+        .await
+    }
+
     /// Waits until the gateway routes on `routes` routes (its configuration is in use).
     pub(crate) async fn wait_routes(&self, routes: usize) -> anyhow::Result<()> {
         let want = format!("gateway_config_objects{{kind=\"routes\"}} {routes}");
         for _ in 0..100 {
-            let text = http(
-                self.started.admin,
-                &self.started.admin_token,
-                "GET",
-                "/metrics",
-                None,
-            )
-            .await?;
+            let text = self.metrics().await?;
             if text.lines().any(|l| l.trim() == want) {
                 return Ok(());
             }
@@ -200,11 +206,21 @@ pub(crate) struct Phone {
 
 impl Phone {
     pub(crate) async fn new(label: &'static str) -> anyhow::Result<Phone> {
+        Self::with_sip_rate(label, EndpointConfig::default().rate_per_sec).await
+    }
+
+    /// A phone whose endpoint accepts `rate_per_sec` SIP messages per second from one source
+    /// (the bench's phones and gateways all send from 127.0.0.1).
+    pub(crate) async fn with_sip_rate(
+        label: &'static str,
+        rate_per_sec: u32,
+    ) -> anyhow::Result<Phone> {
         let endpoint = Endpoint::bind(EndpointConfig {
             listen: vec![Listen {
                 transport: Transport::Udp,
                 addr: "127.0.0.1:0".parse()?,
             }],
+            rate_per_sec,
             ..Default::default()
         })
         .await?;

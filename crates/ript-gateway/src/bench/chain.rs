@@ -17,6 +17,9 @@
 //!    one-way latency per direction);
 //! 4. teardown: BYE from the PBX side, then RSS once the calls are gone.
 //!
+//! With `--soak`, the calls churn instead for the given time and the bench reports RSS,
+//! descriptors and tasks at intervals ([`soak`]).
+//!
 //! CPU: process time (CLOCK_PROCESS_CPUTIME_ID) and per-thread time (/proc/self/task/*/stat, clock ticks)
 //! over the media phase; "gateways" are the threads of their runtimes plus any thread that is
 //! neither the load generator's nor the main runtime's (SQLite workers…).
@@ -36,6 +39,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+mod soak;
 
 const CALLER: &str = "+14085551000";
 /// Called numbers are `+1408` and the call's index on 7 digits.
@@ -84,20 +89,50 @@ pub(super) struct ChainArgs {
     /// their sockets; 0: they wake for every packet.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=5000))]
     coalesce_us: u32,
+    /// SIP messages per second accepted from one source address, at both gateways
+    /// (`sip.rate_per_sec`) and at the phones. Every phone and gateway here is 127.0.0.1, so a
+    /// gateway's default (200) would cap setup near 100 calls/s and let SIP retransmissions
+    /// (T1 = 500 ms) decide the setup times: the default does not limit the bench.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    sip_rate: u32,
+    /// Soak for this many seconds: keep `--calls` calls up, each replaced by a new one when it
+    /// ends after its hold time, and report RSS, descriptors and tasks every `--report-every`
+    /// seconds (no baseline; `--seconds` does not apply).
+    #[arg(long, conflicts_with = "seconds", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    soak: Option<u64>,
+    /// Soak: mean seconds a call is held (each call's hold is 0.5-1.5 times this, spread by
+    /// the call's number, so calls do not all end together).
+    #[arg(long, default_value_t = 30, requires = "soak", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    hold: u64,
+    /// Soak: seconds between reports.
+    #[arg(long, default_value_t = 60, requires = "soak", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    report_every: u64,
 }
 
 pub(super) async fn chain(a: ChainArgs) -> anyhow::Result<()> {
     raise_fd_limit(u64::from(a.calls) * FDS_PER_CALL + 512)?;
     run::QUIET.store(true, Ordering::Relaxed);
     let mode = if a.byways { "byways" } else { "datagrams" };
-    say!(
-        "bench chain: {} calls at {} calls/s, {} s of PCMU 20 ms both ways, pbx UA -> customer -> RIPT ({mode}) -> provider -> core UA, gateways: {} workers each, wake-up coalescing {} us, 127.0.0.1",
-        a.calls,
-        a.cps,
-        a.seconds,
-        a.gw_threads,
-        a.coalesce_us
-    );
+    match a.soak {
+        None => say!(
+            "bench chain: {} calls at {} calls/s, {} s of PCMU 20 ms both ways, pbx UA -> customer -> RIPT ({mode}) -> provider -> core UA, SIP rate limit {} msg/s per source, gateways: {} workers each, wake-up coalescing {} us, 127.0.0.1",
+            a.calls,
+            a.cps,
+            a.seconds,
+            a.sip_rate,
+            a.gw_threads,
+            a.coalesce_us
+        ),
+        Some(soak) => say!(
+            "bench chain --soak {soak}: {} calls kept up (first ones at {} calls/s), held {} s on average, PCMU 20 ms both ways, pbx UA -> customer -> RIPT ({mode}) -> provider -> core UA, SIP rate limit {} msg/s per source, gateways: {} workers each, wake-up coalescing {} us, SQLite in files, 127.0.0.1",
+            a.calls,
+            a.cps,
+            a.hold,
+            a.sip_rate,
+            a.gw_threads,
+            a.coalesce_us
+        ),
+    }
     say!(
         "cpus: {}, loadavg at start: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -116,7 +151,7 @@ pub(super) async fn chain(a: ChainArgs) -> anyhow::Result<()> {
         })
     };
 
-    let baseline = if a.no_baseline {
+    let baseline = if a.no_baseline || a.soak.is_some() {
         None
     } else {
         let calls = (0..a.calls)
@@ -177,14 +212,7 @@ fn udp() -> std::io::Result<std::net::UdpSocket> {
 
 /// VmRSS of this process in KiB.
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    soak::status_field("VmRSS:").unwrap_or(0)
 }
 
 /// This process's CPU time, user + system, all threads (CLOCK_PROCESS_CPUTIME_ID).
@@ -645,11 +673,11 @@ fn index_of(uri: &str) -> Option<u32> {
 }
 
 /// Answers every call on the core phone with 200 at once; each answered call's session is
-/// kept (and its events drained) until it ends.
+/// kept (and its events drained) until it ends, which `ended` is told (with the call's index).
 async fn answer_all(
     mut core: Phone,
     answered: mpsc::UnboundedSender<Answered>,
-    ended: mpsc::UnboundedSender<()>,
+    ended: mpsc::UnboundedSender<Option<u32>>,
 ) {
     while let Some(ev) = core.ua.next_event().await {
         let sip_ua::UaEvent::Call(inc) = ev else {
@@ -658,9 +686,9 @@ async fn answer_all(
         let (answered, ended) = (answered.clone(), ended.clone());
         tokio::spawn(async move {
             let mut call = inc.call;
+            let index = index_of(inc.request.uri());
             let r = async {
-                let index =
-                    index_of(inc.request.uri()).ok_or_else(|| anyhow!("unknown called number"))?;
+                let index = index.ok_or_else(|| anyhow!("unknown called number"))?;
                 let body = inc.request.body().to_vec();
                 let sock = udp()?;
                 let (answer, _) =
@@ -683,7 +711,7 @@ async fn answer_all(
             }
             while let Some(ev) = call.next_event().await {
                 if let SessionEvent::Terminated { .. } = ev {
-                    let _ = ended.send(());
+                    let _ = ended.send(index);
                     break;
                 }
             }
@@ -767,11 +795,27 @@ async fn through_gateways(
     baseline: Option<Media>,
 ) -> anyhow::Result<()> {
     let rss_start = rss_kib();
+    let settings = |label: &str, rtp_ports: &str| {
+        let mut s = vec![
+            ("RIPT_RTP_PORTS", rtp_ports.to_owned()),
+            ("RIPT_SIP_RATE", a.sip_rate.to_string()),
+        ];
+        // A soak sets up calls by the hundred thousand: an in-memory database would keep
+        // every CDR in RSS, indistinguishable from a leak.
+        if a.soak.is_some() {
+            let db = dir.join(format!("{label}.db"));
+            s.push((
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", db.display()),
+            ));
+        }
+        s
+    };
     let provider = demo::start_gateway_on(
         provider_rt,
         "provider",
         dir,
-        &[("RIPT_RTP_PORTS", "30000-39999".into())],
+        &settings("provider", "30000-39999"),
         false,
     )
     .await?;
@@ -779,14 +823,31 @@ async fn through_gateways(
         customer_rt,
         "customer",
         dir,
-        &[("RIPT_RTP_PORTS", "20000-29999".into())],
+        &settings("customer", "20000-29999"),
         false,
     )
     .await?;
-    let r = load(
-        a, mode, &provider, &customer, origin, stop, baseline, rss_start,
-    )
-    .await;
+    let r = match a.soak {
+        Some(seconds) => {
+            soak::soak(
+                a,
+                seconds,
+                mode,
+                &provider,
+                &customer,
+                (customer_rt, provider_rt),
+                origin,
+                stop,
+            )
+            .await
+        }
+        None => {
+            load(
+                a, mode, &provider, &customer, origin, stop, baseline, rss_start,
+            )
+            .await
+        }
+    };
     customer.stop().await;
     provider.stop().await;
     r
@@ -803,8 +864,8 @@ async fn load(
     baseline: Option<Media>,
     rss_start: u64,
 ) -> anyhow::Result<()> {
-    let pbx = Phone::new("pbx").await?;
-    let core = Phone::new("core").await?;
+    let pbx = Phone::with_sip_rate("pbx", a.sip_rate).await?;
+    let core = Phone::with_sip_rate("core", a.sip_rate).await?;
     let (pbx_sip, core_sip) = (pbx.sip, core.sip);
     let customer_sip = demo::configure(provider, customer, pbx_sip, core_sip, mode, |_| {}).await?;
     let (answered_tx, mut answered_rx) = mpsc::unbounded_channel();
@@ -935,7 +996,7 @@ async fn load(
     let deadline = t1 + Duration::from_secs(10);
     while ended_ok < calls {
         match tokio::time::timeout_at(deadline.into(), ended_rx.recv()).await {
-            Ok(Some(())) => ended_ok += 1,
+            Ok(Some(_)) => ended_ok += 1,
             Ok(None) | Err(_) => break,
         }
     }

@@ -444,7 +444,13 @@ impl Call {
     /// The next action; drain until `None` after every input.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let next = self.actions.pop_front();
+        if next.is_none() {
+            // Drained: an idle call keeps no room for actions (it may last for hours, next
+            // to thousands of others).
+            self.actions.shrink_to_fit();
+        }
+        next
     }
 
     /// When to call [`Call::handle_timeout`]: only while [`CallState::Cancelling`] (the

@@ -6,6 +6,12 @@
 //!
 //! Every call runs in a `call` span carrying its id, so one grep follows it across SIP and
 //! RIPT; numbers stay out of info-level logs.
+//!
+//! A call's future lives as long as the call, and is as large as the largest future it
+//! awaits in place, for its whole life; an async function's future also holds its arguments
+//! twice. So the set-up runs in a future of its own (freed once the call is set up), the
+//! call's state is boxed, and the rare steps of a call (answers, re-offers, RIPT state
+//! events, the end) are awaited boxed: an established call costs little memory.
 
 use crate::live::{Ending, LiveCall, LiveCalls, NewCall};
 use crate::media::{CallMedia, RiptCodec, RiptSink, SipSide};
@@ -24,7 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use store::model::{Endpoint, EndpointKind};
 use tokio::sync::{Mutex, mpsc, watch};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 /// Why a call could not be set up on our side.
 #[derive(Debug, thiserror::Error)]
@@ -695,18 +701,19 @@ impl Leg {
 // ---------------------------------------------------------------------------------------
 // SIP → RIPT
 
-/// A call from a SIP peer (already admitted as `peer`) toward RIPT.
-pub async fn sip_to_ript(gw: Arc<Gw>, inc: sip_ua::IncomingCall, peer: store::peer::SipPeer) {
-    let live = gw
-        .live
-        .start(NewCall {
-            direction: admin_api::Direction::SipToRipt,
-            sip_call_id: Some(inc.call.call_id().to_owned()),
-            ript_call_id: None,
-        })
-        .await;
-    let span = info_span!("call", id = %live.id(), sip = %inc.call.call_id());
-    SipToRipt::run(gw, inc, peer, live).instrument(span).await;
+/// A call from a SIP peer (already admitted as `peer`) toward RIPT. Not an async function,
+/// to keep its arguments out of the call's future (see the module documentation).
+pub fn sip_to_ript(
+    gw: Arc<Gw>,
+    inc: sip_ua::IncomingCall,
+    peer: store::peer::SipPeer,
+) -> impl Future<Output = ()> {
+    let set_up = Box::pin(SipToRipt::set_up(gw, inc, peer));
+    async move {
+        if let Some((me, span)) = set_up.await {
+            me.run().instrument(span).await;
+        }
+    }
 }
 
 /// The outcome of a RIPT call creation attempt.
@@ -725,7 +732,6 @@ struct SipToRipt {
     ript_uri: Option<String>,
     creating: Option<tokio::task::JoinHandle<Created>>,
     early_sent: bool,
-    offer: Option<Sdp>,
     /// The SIP peer's media until the RIPT leg exists to bridge it to.
     pending_side: Option<SipSide>,
     /// The INVITE's RFC 8224 `Identity` header values (a valid one travels on as passport).
@@ -733,12 +739,36 @@ struct SipToRipt {
 }
 
 impl SipToRipt {
-    async fn run(
+    /// Registers the call and starts it in its span; `None` when it was refused (and has
+    /// ended).
+    async fn set_up(
+        gw: Arc<Gw>,
+        inc: sip_ua::IncomingCall,
+        peer: store::peer::SipPeer,
+    ) -> Option<(Box<SipToRipt>, Span)> {
+        let live = gw
+            .live
+            .start(NewCall {
+                direction: admin_api::Direction::SipToRipt,
+                sip_call_id: Some(inc.call.call_id().to_owned()),
+                ript_call_id: None,
+            })
+            .await;
+        let span = info_span!("call", id = %live.id(), sip = %inc.call.call_id());
+        let me = Self::start(gw, inc, peer, live)
+            .instrument(span.clone())
+            .await?;
+        Some((Box::new(me), span))
+    }
+
+    /// Routes the INVITE and answers its offer; `None` when the call was refused (and has
+    /// ended).
+    async fn start(
         gw: Arc<Gw>,
         inc: sip_ua::IncomingCall,
         peer: store::peer::SipPeer,
         live: LiveCall,
-    ) {
+    ) -> Option<SipToRipt> {
         let snap = gw.routing.borrow().clone();
         debug!(config = snap.version, "routing");
         let source = Endpoint {
@@ -783,7 +813,7 @@ impl SipToRipt {
             Err(e) => {
                 warn!(error = %e, "cannot start the call");
                 let _ = inc.call.reject(500).await;
-                return;
+                return None;
             }
         };
         let mut me = SipToRipt {
@@ -815,7 +845,6 @@ impl SipToRipt {
             ript_uri: None,
             creating: None,
             early_sent: false,
-            offer: None,
             pending_side: None,
             identity: req
                 .headers()
@@ -842,7 +871,7 @@ impl SipToRipt {
         };
         if let Some((status, headers, bucket)) = refusal {
             me.refuse(status, headers, bucket).await;
-            return;
+            return None;
         }
         me.leg._slot = slot.ok();
         // The SIP peer's offer, answered now: the relay converts to whatever the RIPT side
@@ -851,13 +880,13 @@ impl SipToRipt {
         if body.is_empty() {
             info!("INVITE without SDP (late offer) is not supported");
             me.refuse(488, vec![], "rejected").await;
-            return;
+            return None;
         }
         match me.answer_offer(body) {
             Ok(()) => {}
             Err(status) => {
                 me.refuse(status, vec![], "rejected").await;
-                return;
+                return None;
             }
         }
         let r = me
@@ -867,9 +896,14 @@ impl SipToRipt {
         if let Err(e) = r {
             warn!(error = %e, "core refused the INVITE");
         }
-        me.drain().await;
-        me.run_loop().await;
-        me.leg.finish().await;
+        Some(me)
+    }
+
+    /// The call, from the core's first actions to its CDR.
+    async fn run(mut self: Box<Self>) {
+        self.drain().await;
+        self.run_loop().await;
+        Box::pin(self.leg.finish()).await;
     }
 
     /// Refuses the INVITE before any RIPT leg exists; the CDR says why.
@@ -901,7 +935,6 @@ impl SipToRipt {
         self.leg.sip_codec = Some(plan.codec.clone());
         self.answer = Some(ans.to_text());
         self.leg.sip_pair = Some(pair);
-        self.offer = Some(offer);
         self.pending_side = Some(side);
         Ok(())
     }
@@ -950,7 +983,8 @@ impl SipToRipt {
                     self.leg
                         .gw
                         .ladder(|| format!("RIPT -> event end{}", reason_suffix(&reason)));
-                    self.leg.keep_ript_stats().await;
+                    // Rare steps are boxed (see the module documentation).
+                    Box::pin(self.leg.keep_ript_stats()).await;
                     if let Some(r) = &self.ript
                         && let Err(e) = r.control.end(reason).await
                     {
@@ -1075,7 +1109,7 @@ impl SipToRipt {
                 created = opt_join(self.creating.as_mut()) => {
                     self.creating = None;
                     match created {
-                        Ok(Ok((up, d))) => self.ript_created(&up, d).await,
+                        Ok(Ok((up, d))) => Box::pin(self.ript_created(&up, d)).await,
                         Ok(Err(e)) => {
                             info!(error = %e, "ript call creation failed");
                             let input = match e.http_status() {
@@ -1138,9 +1172,7 @@ impl SipToRipt {
             .and_then(|a| Sdp::parse(a.as_bytes()).ok())
             .and_then(|s| s.media.first().map(|m| m.port))
             .unwrap_or(0);
-        self.leg
-            .answer_reoffer(&self.sip, &self.peer, port, body)
-            .await;
+        Box::pin(self.leg.answer_reoffer(&self.sip, &self.peer, port, body)).await;
     }
 
     async fn on_ript(&mut self, ev: Option<CallEvent>) {
@@ -1238,18 +1270,15 @@ async fn opt_sleep(deadline: Option<Instant>) {
 // ---------------------------------------------------------------------------------------
 // RIPT → SIP
 
-/// A RIPT call that arrived on hosted TG `c.tg`, toward the SIP peers its route names.
-pub async fn ript_to_sip(gw: Arc<Gw>, c: ript_h3::server::IncomingCall) {
-    let live = gw
-        .live
-        .start(NewCall {
-            direction: admin_api::Direction::RiptToSip,
-            sip_call_id: None,
-            ript_call_id: Some(c.description.uri.clone()),
-        })
-        .await;
-    let span = info_span!("call", id = %live.id(), ript = %c.description.uri);
-    RiptToSip::run(gw, c, live).instrument(span).await;
+/// A RIPT call that arrived on hosted TG `c.tg`, toward the SIP peers its route names. Not
+/// an async function, to keep its arguments out of the call's future.
+pub fn ript_to_sip(gw: Arc<Gw>, c: ript_h3::server::IncomingCall) -> impl Future<Output = ()> {
+    let set_up = Box::pin(RiptToSip::set_up(gw, c));
+    async move {
+        if let Some((me, span)) = set_up.await {
+            me.run().instrument(span).await;
+        }
+    }
 }
 
 struct RiptToSip {
@@ -1267,7 +1296,32 @@ struct RiptToSip {
 }
 
 impl RiptToSip {
-    async fn run(gw: Arc<Gw>, c: ript_h3::server::IncomingCall, live: LiveCall) {
+    /// Registers the call and starts it in its span; `None` when it was refused (and has
+    /// ended).
+    async fn set_up(
+        gw: Arc<Gw>,
+        c: ript_h3::server::IncomingCall,
+    ) -> Option<(Box<RiptToSip>, Span)> {
+        let live = gw
+            .live
+            .start(NewCall {
+                direction: admin_api::Direction::RiptToSip,
+                sip_call_id: None,
+                ript_call_id: Some(c.description.uri.clone()),
+            })
+            .await;
+        let span = info_span!("call", id = %live.id(), ript = %c.description.uri);
+        let me = Self::start(gw, c, live).instrument(span.clone()).await?;
+        Some((Box::new(me), span))
+    }
+
+    /// Routes the call and starts the core; `None` when the call was refused (and has
+    /// ended).
+    async fn start(
+        gw: Arc<Gw>,
+        c: ript_h3::server::IncomingCall,
+        live: LiveCall,
+    ) -> Option<RiptToSip> {
         let snap = gw.routing.borrow().clone();
         let source = Endpoint {
             kind: EndpointKind::HostedTg,
@@ -1296,7 +1350,7 @@ impl RiptToSip {
             Ok(core) => core,
             Err(e) => {
                 warn!(error = %e, "cannot start the call");
-                return;
+                return None;
             }
         };
         let mut me = RiptToSip {
@@ -1332,14 +1386,14 @@ impl RiptToSip {
                 let reason = Reason::sip(503, "Service Unavailable");
                 let _ = me.ript.state(EventKind::Failed, Some(reason.clone())).await;
                 me.refused(503, reason, "rejected").await;
-                return;
+                return None;
             }
             (_, Err(e)) => {
                 info!(reason = %e, "no route");
                 let reason = Reason::sip(404, "Not Found");
                 let _ = me.ript.state(EventKind::Failed, Some(reason.clone())).await;
                 me.refused(404, reason, "no_route").await;
-                return;
+                return None;
             }
             (Ok(slot), Ok(_)) => me.leg._slot = Some(slot),
         }
@@ -1347,9 +1401,14 @@ impl RiptToSip {
             .leg
             .core
             .handle_ript(now(), wall_ms(), RiptInput::Started);
-        me.drain().await;
-        me.run_loop().await;
-        me.leg.finish().await;
+        Some(me)
+    }
+
+    /// The call, from the core's first actions to its CDR.
+    async fn run(mut self: Box<Self>) {
+        self.drain().await;
+        self.run_loop().await;
+        Box::pin(self.leg.finish()).await;
     }
 
     async fn refused(self, status: u16, reason: Reason, bucket: &'static str) {
@@ -1361,7 +1420,8 @@ impl RiptToSip {
             debug!(action = ?a, "core");
             match a {
                 Action::Sip(SipAction::Invite { target }) => {
-                    if let Err(status) = self.invite(&target).await {
+                    // Rare steps are boxed (see the module documentation).
+                    if let Err(status) = Box::pin(self.invite(&target)).await {
                         let _ =
                             self.leg
                                 .core
@@ -1388,7 +1448,7 @@ impl RiptToSip {
                     self.leg
                         .gw
                         .ladder(|| format!("RIPT -> event {kind}{}", reason_suffix(&reason)));
-                    if let Err(e) = self.ript.state(kind, reason).await {
+                    if let Err(e) = Box::pin(self.ript.state(kind, reason)).await {
                         debug!(error = %e, "ript state");
                     }
                 }
@@ -1396,8 +1456,8 @@ impl RiptToSip {
                     self.leg
                         .gw
                         .ladder(|| format!("RIPT -> event end{}", reason_suffix(&reason)));
-                    self.leg.keep_ript_stats().await;
-                    if let Err(e) = self.ript.state(EventKind::End, reason).await {
+                    Box::pin(self.leg.keep_ript_stats()).await;
+                    if let Err(e) = Box::pin(self.ript.state(EventKind::End, reason)).await {
                         debug!(error = %e, "ript end");
                     }
                 }
@@ -1611,8 +1671,9 @@ impl RiptToSip {
     async fn on_sip(&mut self, ev: SessionEvent) {
         debug!(event = ?ev, "sip");
         match &ev {
+            // Rare steps are boxed (see the module documentation).
             SessionEvent::EarlyMedia { body } => {
-                self.sip_answer(body).await;
+                Box::pin(self.sip_answer(body)).await;
                 let _ = self.leg.core.handle_sip(
                     now(),
                     wall_ms(),
@@ -1624,7 +1685,7 @@ impl RiptToSip {
                 return;
             }
             SessionEvent::RemoteAnswer { body } => {
-                self.sip_answer(body).await;
+                Box::pin(self.sip_answer(body)).await;
                 return;
             }
             SessionEvent::Info(req) => {
@@ -1655,7 +1716,7 @@ impl RiptToSip {
             .as_ref()
             .and_then(|o| o.media.first().map(|m| m.port))
             .unwrap_or(0);
-        self.leg.answer_reoffer(sip, peer, port, body).await;
+        Box::pin(self.leg.answer_reoffer(sip, peer, port, body)).await;
     }
 
     async fn on_ript(&mut self, ev: Option<CallEvent>) {

@@ -8,6 +8,7 @@ use sip_transport::{Incoming, Responder};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -114,7 +115,7 @@ pub async fn serve(
     mut ua: sip_ua::UserAgent,
     admission: Admission,
     peers: tokio::sync::watch::Receiver<Admission>,
-    calls: Option<std::sync::Arc<crate::calls::Gw>>,
+    calls: Option<Arc<crate::calls::Gw>>,
 ) {
     // Always ready to challenge: digest users may arrive with the configuration later.
     let challenger = {
@@ -181,37 +182,47 @@ pub async fn serve(
 impl Service {
     /// An INVITE: admitted, its peer identified, and handed to a call task (which answers
     /// it); refusals answered here, in a task of their own (the loop never waits on a call).
-    fn call(&self, ic: sip_ua::IncomingCall, calls: Option<&std::sync::Arc<crate::calls::Gw>>) {
-        let admitted = self.admit(&ic.request, ic.source);
-        let calls = calls.cloned();
-        tokio::spawn(async move {
-            let user = match admitted {
-                Ok(user) => user,
-                Err(r) => {
-                    let _ = ic.call.reject_with(r.status, r.headers).await;
-                    return;
-                }
-            };
-            let Some(gw) = calls else {
-                let _ = ic.call.reject(404).await;
-                return;
-            };
-            let snap = gw.routing.borrow().clone();
-            let peer = user
-                .as_deref()
-                .and_then(|u| snap.peer_by_user(u))
-                .or_else(|| snap.peer_by_ip(ic.source.ip()))
-                .cloned();
-            match peer {
-                Some(p) => crate::calls::sip_to_ript(gw, ic, p).await,
-                None => {
-                    // Admitted by the static allow-list or users, which name no peer and
-                    // so no route.
-                    info!(source = %ic.source, "INVITE from no configured SIP peer: 404");
-                    let _ = ic.call.reject(404).await;
-                }
+    fn call(&self, ic: sip_ua::IncomingCall, calls: Option<&Arc<crate::calls::Gw>>) {
+        match self.caller_peer(&ic, calls) {
+            // The call's own future is spawned as it is: wrapped in another one, it would
+            // carry this function's state for the whole call.
+            Ok((gw, peer)) => {
+                tokio::spawn(crate::calls::sip_to_ript(gw, ic, peer));
             }
-        });
+            Err(r) => {
+                tokio::spawn(async move {
+                    let _ = ic.call.reject_with(r.status, r.headers).await;
+                });
+            }
+        }
+    }
+
+    /// The SIP peer an INVITE comes from (by its digest user, else by its source address)
+    /// and the gateway that routes it; the refusal when it is not admitted or from no
+    /// configured peer.
+    fn caller_peer(
+        &self,
+        ic: &sip_ua::IncomingCall,
+        calls: Option<&Arc<crate::calls::Gw>>,
+    ) -> Result<(Arc<crate::calls::Gw>, store::peer::SipPeer), Refusal> {
+        let user = self.admit(&ic.request, ic.source)?;
+        let Some(gw) = calls else {
+            return Err(Refusal::status(404));
+        };
+        let snap = gw.routing.borrow().clone();
+        let peer = user
+            .as_deref()
+            .and_then(|u| snap.peer_by_user(u))
+            .or_else(|| snap.peer_by_ip(ic.source.ip()));
+        match peer {
+            Some(p) => Ok((Arc::clone(gw), p.clone())),
+            None => {
+                // Admitted by the static allow-list or users, which name no peer and so no
+                // route.
+                info!(source = %ic.source, "INVITE from no configured SIP peer: 404");
+                Err(Refusal::status(404))
+            }
+        }
     }
 }
 

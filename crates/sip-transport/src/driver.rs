@@ -107,7 +107,7 @@ pub(crate) enum Cmd {
     Request {
         req: Request,
         target: Target,
-        responses: mpsc::Sender<Response>,
+        responses: mpsc::Sender<Box<Response>>,
         reply: oneshot::Sender<Result<(TxnId, Request), Error>>,
     },
     Ack {
@@ -239,7 +239,8 @@ impl Handle {
 pub struct ClientTxn {
     id: TxnId,
     request: Request,
-    rx: mpsc::Receiver<Response>,
+    /// Boxed: a channel allocates its slots 32 at a time when it is created.
+    rx: mpsc::Receiver<Box<Response>>,
 }
 
 impl ClientTxn {
@@ -254,7 +255,7 @@ impl ClientTxn {
 
     /// The next response; `None` after the final one.
     pub async fn next(&mut self) -> Option<Response> {
-        self.rx.recv().await
+        self.rx.recv().await.map(|r| *r)
     }
 }
 
@@ -587,11 +588,18 @@ impl Tags {
 
 /// A client transaction as the driver tracks it.
 struct Client {
-    /// Closed (set to `None`) once the final response went up.
-    responses: Option<mpsc::Sender<Response>>,
-    request: Request,
+    /// `None` once the final response went up.
+    waiting: Option<Waiting>,
     /// The transport failed: the timeout that follows is reported as 503, not 408.
     transport_failed: bool,
+}
+
+/// What a client transaction needs until its final response: where responses go, and the
+/// request a synthetic 408/503 is built from. Dropped at the final response: the transaction
+/// may live on for 64×T1 (RFC 6026 Accepted, Timer D) without either.
+struct Waiting {
+    responses: mpsc::Sender<Box<Response>>,
+    request: Request,
 }
 
 /// A pooled connection, reachable under its peer address and any RFC 5923 alias.
@@ -773,7 +781,7 @@ impl Driver {
             .iter()
             .filter(|(txn, d)| {
                 d.conn.stream_id() == Some(id)
-                    && self.clients.get(txn).is_some_and(|c| c.responses.is_some())
+                    && self.clients.get(txn).is_some_and(|c| c.waiting.is_some())
             })
             .map(|(txn, _)| *txn)
             .collect();
@@ -903,7 +911,7 @@ impl Driver {
         t: Instant,
         mut req: Request,
         target: Target,
-        responses: mpsc::Sender<Response>,
+        responses: mpsc::Sender<Box<Response>>,
     ) -> Result<(TxnId, Request), Error> {
         if req.method().as_str().eq_ignore_ascii_case("ACK") {
             return Err(Error::Misuse("an ACK has no transaction: use send_ack"));
@@ -922,8 +930,10 @@ impl Driver {
         self.clients.insert(
             id,
             Client {
-                responses: Some(responses),
-                request: req.clone(),
+                waiting: Some(Waiting {
+                    responses,
+                    request: req.clone(),
+                }),
                 transport_failed: false,
             },
         );
@@ -1117,14 +1127,14 @@ impl Driver {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
-        match &c.responses {
-            Some(tx) => {
+        match &c.waiting {
+            Some(w) => {
                 let last = r.status() >= 200;
-                if tx.try_send(r).is_err() {
+                if w.responses.try_send(Box::new(r)).is_err() {
                     debug!(?id, "client transaction not listening: response dropped");
                 }
                 if last {
-                    c.responses = None;
+                    c.waiting = None;
                 }
             }
             None => {
@@ -1216,19 +1226,20 @@ impl Driver {
                 LayerOutput::Timeout(id, timer) => {
                     if let Some(c) = self.clients.get(&id) {
                         // RFC 3261 §8.1.3.1: a timeout counts as a 408, a transport error
-                        // as a 503.
+                        // as a 503 (after the final response, nobody hears either).
+                        let Some(w) = &c.waiting else { continue };
                         let (code, reason) = if c.transport_failed {
                             (503, "Service Unavailable")
                         } else {
                             (408, "Request Timeout")
                         };
                         let tag = self.tags.next();
-                        match Response::for_request(&c.request, code, reason, &tag) {
+                        match Response::for_request(&w.request, code, reason, &tag) {
                             Ok(r) => self.deliver(id, r, None),
                             Err(e) => {
                                 debug!(error = %e, "cannot build the synthetic response");
                                 if let Some(c) = self.clients.get_mut(&id) {
-                                    c.responses = None;
+                                    c.waiting = None;
                                 }
                             }
                         }

@@ -43,11 +43,15 @@ pub struct IncomingCall {
 
 /// The application's side of one call: commands in, [`SessionEvent`]s out. Dropping it ends
 /// the call (CANCEL, 480 or BYE, whatever its state allows).
+///
+/// Commands go in on the call task's input channel, and events travel boxed: a channel
+/// allocates its slots in blocks of 32 when it is created, so few channels with slots the
+/// size of a pointer keep an idle call small.
 #[derive(Debug)]
 pub struct Call {
     call_id: String,
-    cmds: mpsc::Sender<Cmd>,
-    events: mpsc::UnboundedReceiver<SessionEvent>,
+    input: mpsc::Sender<Input>,
+    events: mpsc::UnboundedReceiver<Box<SessionEvent>>,
 }
 
 #[derive(Debug)]
@@ -66,7 +70,7 @@ enum Op {
 }
 
 #[derive(Debug)]
-struct Cmd {
+pub(crate) struct Cmd {
     op: Op,
     reply: oneshot::Sender<Result<(), Error>>,
 }
@@ -78,13 +82,13 @@ impl Call {
 
     /// The next event; `None` once the call has ended and every event was read.
     pub async fn next_event(&mut self) -> Option<SessionEvent> {
-        self.events.recv().await
+        self.events.recv().await.map(|ev| *ev)
     }
 
     async fn op(&self, op: Op) -> Result<(), Error> {
         let (reply, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd { op, reply })
+        self.input
+            .send(Input::Cmd(Box::new(Cmd { op, reply })))
             .await
             .map_err(|_| Error::Gone)?;
         rx.await.map_err(|_| Error::Gone)?
@@ -165,9 +169,9 @@ struct Task {
     via: String,
     input: mpsc::Receiver<Input>,
     input_tx: mpsc::Sender<Input>,
-    cmds: mpsc::Receiver<Cmd>,
+    /// The application dropped its [`Call`] (its events receiver closed).
     app_gone: bool,
-    events: mpsc::UnboundedSender<SessionEvent>,
+    events: mpsc::UnboundedSender<Box<SessionEvent>>,
     auth: Option<UacAuth>,
     /// Headers to add to our final non-2xx of that status (the session builds it).
     reject_headers: Option<(u16, Vec<(String, String)>)>,
@@ -181,18 +185,17 @@ fn new_task(
     peer: Target,
     via: String,
     auth: Option<UacAuth>,
-) -> (Call, Task) {
+) -> (Call, Box<Task>) {
     let call_id = session.call_id().to_owned();
     let (input_tx, input) = mpsc::channel(256);
-    let (cmd_tx, cmds) = mpsc::channel(16);
     let (ev_tx, events) = mpsc::unbounded_channel();
     lock(&s.calls).insert(call_id.clone(), input_tx.clone());
     let call = Call {
         call_id: call_id.clone(),
-        cmds: cmd_tx,
+        input: input_tx.clone(),
         events,
     };
-    let task = Task {
+    let task = Box::new(Task {
         s,
         call_id,
         session,
@@ -200,13 +203,12 @@ fn new_task(
         via,
         input,
         input_tx,
-        cmds,
         app_gone: false,
         events: ev_tx,
         no_answer_at: None,
         auth,
         reject_headers: None,
-    };
+    });
     (call, task)
 }
 
@@ -288,74 +290,83 @@ async fn sleep_until_opt(d: Option<Instant>) {
 }
 
 impl Task {
-    async fn run(mut self) {
+    /// The task's future, in its call's span. The task is boxed: an `async fn` keeps its
+    /// arguments twice (as passed, and moved into its body) for its whole life.
+    fn run(self: Box<Self>) -> impl Future<Output = ()> {
         let span = info_span!("call", call_id = %self.call_id);
-        async move {
-            loop {
-                self.flush().await;
-                if self.session.is_terminated() {
-                    break;
+        self.run_in_span().instrument(span)
+    }
+
+    async fn run_in_span(mut self: Box<Self>) {
+        loop {
+            self.flush().await;
+            if self.session.is_terminated() {
+                break;
+            }
+            let no_answer = self
+                .no_answer_at
+                .filter(|_| self.session.state() == SessionState::Early);
+            // One timer for both deadlines (a timer is a sizeable part of this future).
+            let wake = match (self.session.poll_timeout(), no_answer) {
+                (Some(d), Some(n)) => Some(d.min(n)),
+                (d, n) => d.or(n),
+            };
+            tokio::select! {
+                i = self.input.recv() => match i {
+                    Some(i) => self.on_input(i),
+                    None => break,
+                },
+                () = self.events.closed(), if !self.app_gone => {
+                    self.app_gone = true;
+                    let _ = self.on_op(Op::Hangup);
                 }
-                let deadline = self.session.poll_timeout();
-                let no_answer = self
-                    .no_answer_at
-                    .filter(|_| self.session.state() == SessionState::Early);
-                tokio::select! {
-                    i = self.input.recv() => match i {
-                        Some(i) => self.on_input(i),
-                        None => break,
-                    },
-                    c = self.cmds.recv(), if !self.app_gone => match c {
-                        Some(c) => {
-                            let r = self.on_op(c.op);
-                            let _ = c.reply.send(r);
-                        }
-                        None => {
-                            self.app_gone = true;
-                            let _ = self.on_op(Op::Hangup);
-                        }
-                    },
-                    _ = sleep_until_opt(deadline) => self.session.handle_timeout(now()),
-                    _ = sleep_until_opt(no_answer) => {
+                () = sleep_until_opt(wake) => {
+                    let t = now();
+                    if no_answer.is_some_and(|n| t >= n) {
                         // Ours: CANCEL; theirs, never decided by the application: 480.
                         self.no_answer_at = None;
                         info!("no answer in time: ending the call");
                         let _ = self.on_op(Op::Hangup);
+                    } else {
+                        self.session.handle_timeout(t);
                     }
                 }
             }
+        }
+        {
+            let mut calls = lock(&self.s.calls);
+            if calls
+                .get(&self.call_id)
+                .is_some_and(|t| t.same_channel(&self.input_tx))
             {
-                let mut calls = lock(&self.s.calls);
-                if calls
-                    .get(&self.call_id)
-                    .is_some_and(|t| t.same_channel(&self.input_tx))
-                {
-                    calls.remove(&self.call_id);
-                }
-            }
-            // Requests that crossed the end (a BYE crossing ours, a late re-INVITE) still
-            // get an answer, so their transactions end.
-            self.input.close();
-            while let Ok(i) = self.input.try_recv() {
-                if let Input::Request(inc) = i {
-                    crate::answer(
-                        &self.s,
-                        inc.txn,
-                        &inc.request,
-                        481,
-                        "Call/Transaction Does Not Exist",
-                    )
-                    .await;
-                }
+                calls.remove(&self.call_id);
             }
         }
-        .instrument(span)
-        .await;
+        // Requests that crossed the end (a BYE crossing ours, a late re-INVITE) still
+        // get an answer, so their transactions end.
+        self.input.close();
+        while let Ok(i) = self.input.try_recv() {
+            if let Input::Request(inc) = i {
+                // Boxed, like the sends in `flush`.
+                Box::pin(crate::answer(
+                    &self.s,
+                    inc.txn,
+                    &inc.request,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                ))
+                .await;
+            }
+        }
     }
 
     fn on_input(&mut self, i: Input) {
         let t = now();
         match i {
+            Input::Cmd(c) => {
+                let r = self.on_op(c.op);
+                let _ = c.reply.send(r);
+            }
             Input::Request(inc) => self.session.handle_request(t, inc.txn, &inc.request),
             Input::Ack(ack) => self.session.handle_ack(t, &ack),
             Input::Response(r) => {
@@ -395,6 +406,8 @@ impl Task {
         Ok(())
     }
 
+    /// Carries out the session's actions. The sends are boxed: awaited in place, they would
+    /// be most of the task's future, which lives as long as the call.
     async fn flush(&mut self) {
         while let Some(a) = self.session.poll_action() {
             match a {
@@ -406,11 +419,12 @@ impl Task {
                             let _ = r.headers_mut().push(k, v);
                         }
                     }
-                    self.respond(txn, r).await;
+                    Box::pin(self.respond(txn, r)).await;
                 }
                 Action::SendRequest(req) => self.send_request(req),
                 Action::SendAck(ack) => {
-                    if let Err(e) = self.s.handle.send_ack(ack, self.peer.clone()).await {
+                    let sent = Box::pin(self.s.handle.send_ack(ack, self.peer.clone())).await;
+                    if let Err(e) = sent {
                         debug!(error = %e, "ACK not sent");
                     }
                 }
@@ -418,7 +432,7 @@ impl Task {
                     if let SessionEvent::Terminated { reason, status } = &ev {
                         info!(?reason, ?status, "call ended");
                     }
-                    let _ = self.events.send(ev);
+                    let _ = self.events.send(Box::new(ev));
                 }
             }
         }
@@ -444,10 +458,12 @@ impl Task {
         let tx = self.input_tx.clone();
         let target = self.peer.clone();
         tokio::spawn(async move {
-            match h.request(req, target).await {
+            // Boxed: awaited once, it would otherwise stay in this task for the
+            // transaction's whole life.
+            match Box::pin(h.request(req, target)).await {
                 Ok(mut txn) => {
                     while let Some(r) = txn.next().await {
-                        if tx.send(Input::Response(r)).await.is_err() {
+                        if tx.send(Input::Response(Box::new(r))).await.is_err() {
                             return;
                         }
                     }

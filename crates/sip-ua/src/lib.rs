@@ -93,12 +93,15 @@ pub enum UaEvent {
     Request(Incoming),
 }
 
-/// Input of one call task.
+/// Input of one call task: the network's messages and the application's commands. They are
+/// boxed: a channel allocates its slots in blocks of 32 when it is created, so every live
+/// call pays 32 times the size of this enum.
 #[derive(Debug)]
 pub(crate) enum Input {
-    Request(Incoming),
-    Ack(sip_proto::msg::Request),
-    Response(Response),
+    Cmd(Box<call::Cmd>),
+    Request(Box<Incoming>),
+    Ack(Box<sip_proto::msg::Request>),
+    Response(Box<Response>),
 }
 
 type Calls = Arc<Mutex<HashMap<String, mpsc::Sender<Input>>>>;
@@ -289,7 +292,7 @@ async fn route(s: &Arc<Shared>, ev: Event, app: &mpsc::Sender<UaEvent>) {
         Event::Request(inc) => route_request(s, inc, app).await,
         Event::Ack { ack, .. } => {
             if let Some(tx) = owner(s, ack.headers().call_id().ok())
-                && tx.try_send(Input::Ack(ack)).is_err()
+                && tx.try_send(Input::Ack(Box::new(ack))).is_err()
             {
                 debug!("call busy: ACK dropped");
             }
@@ -302,7 +305,7 @@ async fn route(s: &Arc<Shared>, ev: Event, app: &mpsc::Sender<UaEvent>) {
                 && matches!(response.headers().cseq(), Ok((_, Method::Invite)));
             if invite_2xx
                 && let Some(tx) = owner(s, response.headers().call_id().ok())
-                && tx.try_send(Input::Response(response)).is_err()
+                && tx.try_send(Input::Response(Box::new(response))).is_err()
             {
                 debug!("call busy: 2xx retransmission dropped");
             }
@@ -354,7 +357,7 @@ async fn route_request(s: &Arc<Shared>, inc: Incoming, app: &mpsc::Sender<UaEven
         return;
     }
     if let Some(tx) = owner(s, Some(&call_id)) {
-        match tx.try_send(Input::Request(inc)) {
+        match tx.try_send(Input::Request(Box::new(inc))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(Input::Request(inc))) => {
                 answer(s, inc.txn, &inc.request, 503, "Service Unavailable").await;

@@ -156,9 +156,11 @@ enum Cmd {
         duration_ms: Option<u32>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// Boxed: a `LegConfig` would make every queue slot (tokio allocates 32 at a time per
+    /// bridge) its size, for a command that comes once per re-INVITE.
     Update {
         leg_b: bool,
-        cfg: LegConfig,
+        cfg: Box<LegConfig>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
 }
@@ -673,7 +675,11 @@ impl Bridge {
     pub async fn update(&self, leg_b: bool, cfg: LegConfig) -> Result<(), Error> {
         let (reply, rx) = oneshot::channel();
         self.cmd
-            .send(Cmd::Update { leg_b, cfg, reply })
+            .send(Cmd::Update {
+                leg_b,
+                cfg: Box::new(cfg),
+                reply,
+            })
             .await
             .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
@@ -977,7 +983,7 @@ async fn run(
                 }
                 Some(Cmd::Update { leg_b, cfg, reply }) => {
                     let (leg, other) = if leg_b { (&mut b, &a.cfg) } else { (&mut a, &b.cfg) };
-                    let _ = reply.send(update(leg, leg_b, other, cfg, &mut dirs, &mut seeds));
+                    let _ = reply.send(update(leg, leg_b, other, *cfg, &mut dirs, &mut seeds));
                     Ok(())
                 }
                 None => return BridgeEnd::Stopped,

@@ -465,6 +465,8 @@ impl Client {
             ack_flush_at: None,
             last_put: t,
             media_handler: None,
+            puts: Arc::new(tokio::sync::Semaphore::new(limits::CLIENT_PENDING_PUTS)),
+            puts_dropped: 0,
         };
         let span = info_span!("ript_call", call = %description.uri, role = "client");
         tokio::spawn(task.run(int_rx, app_rx).instrument(span));
@@ -588,7 +590,9 @@ impl ClientCallControl {
 enum Internal {
     SignalingOpen(u64, mpsc::Sender<Bytes>, JoinHandle<()>),
     SignalingFailed(u64, Option<u16>),
-    ServerEvent(u64, Event),
+    /// Boxed: an event is large and rare next to media, and every slot of the queue (tokio
+    /// allocates 32 at a time per call) would be its size.
+    ServerEvent(u64, Box<Event>),
     BywayReset(u64),
     MediaBody(Bytes),
     DatagramIn(Bytes),
@@ -625,6 +629,9 @@ struct CallTask {
     ack_flush_at: Option<Instant>,
     last_put: Instant,
     media_handler: Option<crate::MediaHandler>,
+    /// Media PUTs in flight (`limits::CLIENT_PENDING_PUTS`).
+    puts: Arc<tokio::sync::Semaphore>,
+    puts_dropped: u64,
 }
 
 const ACK_FLUSH: Duration = Duration::from_millis(100);
@@ -682,10 +689,11 @@ impl CallTask {
             AppCmd::MediaHandler(h) => self.media_handler = Some(h),
             AppCmd::End(reason) => self.call.end(t, wall_ms(), reason),
             AppCmd::Stats(r) => {
-                let _ = r.send(
-                    self.media
-                        .stats(matches!(self.path, Path::Datagrams { .. })),
-                );
+                let mut s = self
+                    .media
+                    .stats(matches!(self.path, Path::Datagrams { .. }));
+                s.puts_dropped = self.puts_dropped;
+                let _ = r.send(s);
             }
         }
     }
@@ -709,6 +717,17 @@ impl CallTask {
     fn put_media(&mut self, body: Vec<u8>) {
         self.last_put = now();
         self.ack_flush_at = None;
+        // A PUT per frame: when the server or the path falls behind, unbounded PUTs would
+        // pile up tasks and memory (tens of MB on an overloaded box) for media nobody can
+        // use any more.
+        let Ok(permit) = Arc::clone(&self.puts).try_acquire_owned() else {
+            self.puts_dropped += 1;
+            debug!(
+                dropped = self.puts_dropped,
+                "too many media PUTs in flight, frame dropped"
+            );
+            return;
+        };
         let (client, uri, generation, tx) = (
             self.client.clone(),
             format!("{}/media", self.call.uri()),
@@ -736,6 +755,7 @@ impl CallTask {
                 Ok(r) => debug!(status = r.status, "media put refused"),
                 Err(e) => debug!(error = %e, "media put failed"),
             }
+            drop(permit);
         });
     }
 
@@ -1049,7 +1069,9 @@ async fn run_signaling(
         match dec.feed(&b) {
             Ok(evs) => {
                 for ev in evs {
-                    let _ = tx.send(Internal::ServerEvent(generation, ev)).await;
+                    let _ = tx
+                        .send(Internal::ServerEvent(generation, Box::new(ev)))
+                        .await;
                 }
             }
             Err(e) => {

@@ -68,6 +68,9 @@ pub struct MediaStats {
     pub rtt_p50_ms: f64,
     pub rtt_p99_ms: f64,
     pub datagrams: bool,
+    /// Frames a client dropped because `limits::CLIENT_PENDING_PUTS` media PUTs were in
+    /// flight (byways only; always 0 on a server).
+    pub puts_dropped: u64,
 }
 
 const MAX_INFLIGHT: usize = 4096;

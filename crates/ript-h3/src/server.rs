@@ -306,7 +306,9 @@ enum Cmd {
     OpenReverse(mpsc::Sender<Bytes>, oneshot::Sender<Result<(), Rerr>>),
     OpenForward(oneshot::Sender<Result<watch::Receiver<bool>, Rerr>>),
     BywayClosed,
-    ClientEvent(ript_proto::events::Event),
+    /// Boxed: an event is large and rare next to media, and every slot of the queue (tokio
+    /// allocates 32 at a time per call) would be its size.
+    ClientEvent(Box<ript_proto::events::Event>),
     MediaPut(Bytes, oneshot::Sender<Result<PutResult, Rerr>>),
     MediaGet(GetId, oneshot::Sender<GetAnswer>),
     DatagramOpen(DatagramTx, oneshot::Sender<Result<(), Rerr>>),
@@ -1430,7 +1432,7 @@ async fn forward_events(tx: mpsc::Sender<Cmd>, stream: &mut SrvStream) -> Result
                         match dec.feed(&bytes) {
                             Ok(events) => {
                                 for ev in events {
-                                    if tx.send(Cmd::ClientEvent(ev)).await.is_err() {
+                                    if tx.send(Cmd::ClientEvent(Box::new(ev))).await.is_err() {
                                         break;
                                     }
                                 }

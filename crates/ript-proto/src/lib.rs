@@ -34,6 +34,9 @@ pub mod limits {
     pub const SERVER_PENDING_GETS: usize = 30;
     /// Pending `GET {call}/media` a client keeps open.
     pub const CLIENT_PENDING_GETS: usize = 20;
+    /// `PUT {call}/media` a client has in flight per call (a second of 20 ms frames); beyond
+    /// it new media is dropped, stale by the time a slower path would carry it.
+    pub const CLIENT_PENDING_PUTS: usize = 50;
     /// Media frames one GET response may carry when flushing a buffer.
     pub const FLUSH_FRAMES: usize = 50;
 }

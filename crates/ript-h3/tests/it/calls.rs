@@ -182,6 +182,48 @@ async fn media_handlers_take_the_media_in_place_of_events_both_roles() {
     }
 }
 
+/// Over byways each frame is a PUT: a client flooding faster than PUTs complete keeps at
+/// most `CLIENT_PENDING_PUTS` in flight and drops the rest, and the call goes on.
+#[tokio::test]
+async fn byway_media_puts_in_flight_are_capped_and_the_excess_dropped() {
+    let mut h = harness_with(|o| o.enable_datagrams = false).await;
+    let c = h.client();
+    let (_d, mut out, inc) = h.call(&c).await;
+    next_matching(&mut out.events, is_path(MediaPath::Byways)).await;
+    inc.control.state(EventKind::Answered, None).await.unwrap();
+    next_matching(&mut out.events, is_state(EventKind::Answered)).await;
+    let flood = 4 * ript_proto::limits::CLIENT_PENDING_PUTS;
+    for i in 0..flood {
+        out.control.send_media(pcmu(1, 1, (i % 200) as u8)).unwrap();
+    }
+    let s = within(async {
+        loop {
+            let s = out.control.stats().await.unwrap();
+            if s.sent as usize >= flood {
+                return s;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        s.puts_dropped > 0 && (s.puts_dropped as usize) < flood,
+        "some of {flood} frames sent at once were dropped: {s:?}"
+    );
+    // Every frame that was not dropped reaches the server.
+    within(async {
+        loop {
+            let got = inc.control.stats().await.unwrap().received;
+            if got + s.puts_dropped >= flood as u64 {
+                assert_eq!(got + s.puts_dropped, flood as u64);
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }

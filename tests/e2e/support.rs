@@ -35,20 +35,6 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// An even port whose next three are free for UDP too: SIPp binds audio RTP/RTCP and video
-/// RTP/RTCP from its `-mp`. Taken below the kernel's ephemeral range (32768-60999), so no
-/// socket the kernel numbers for another test can take it between this check and SIPp's bind;
-/// the start depends on the pid because nextest runs each test in its own process.
-pub fn free_media_port() -> u16 {
-    const FIRST: u16 = 12000;
-    const SLOTS: u16 = 2000; // 12000-19999, four ports each
-    let start = (std::process::id() % u32::from(SLOTS)) as u16;
-    (0..SLOTS)
-        .map(|i| FIRST + ((start + i) % SLOTS) * 4)
-        .find(|&p| (p..p + 4).all(|q| std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()))
-        .expect("no free media ports in 12000-19999")
-}
-
 /// One `ript-gateway run` process on ephemeral loopback ports, its SQLite under its own dir.
 #[derive(Debug)]
 pub struct Gateway {
@@ -866,7 +852,7 @@ pub fn sipp(scenario: &str, subst: &[(&str, &str)], args: &[String]) -> (bool, S
     let file = dir.join(format!("{scenario}.xml"));
     std::fs::write(&file, xml).unwrap();
     let err = dir.join("errors.log");
-    let mp = free_media_port();
+    let mp = free_port() & !1;
     let out = Command::new("sipp")
         .arg("-sf")
         .arg(&file)

@@ -10,8 +10,8 @@ mod transform;
 
 pub use ports::{PortAllocator, PortRange, RtpPair};
 pub use relay::{
-    Bridge, BridgeEnd, BridgeStats, ChannelEnd, LEARN_PACKETS, Latch, LegConfig, LegStats,
-    PacketSink, RELATCH_SILENCE,
+    Bridge, BridgeEnd, BridgeStats, LEARN_PACKETS, Latch, LegConfig, LegStats, PacketSink,
+    RELATCH_SILENCE,
 };
 pub use transform::{BridgeEvent, Codec, DtmfMode, LegMedia};
 

@@ -189,17 +189,10 @@ enum LegIo {
     Udp(RtpPair),
     Channel {
         inbox: mpsc::Receiver<Bytes>,
-        outbox: ChannelOut,
+        /// Called with each outbound packet on the bridge's task: no queue, no task wake-up
+        /// per packet (see [`Bridge::start_with_sink`]).
+        outbox: PacketSink,
     },
-}
-
-/// Where a channel leg's outbound packets go.
-enum ChannelOut {
-    /// A queue the application reads from another task.
-    Queue(mpsc::Sender<Bytes>),
-    /// A function the bridge task calls with each packet: no queue, no task wake-up per
-    /// packet (see [`Bridge::start_with_sink`]).
-    Sink(PacketSink),
 }
 
 /// Receives each clear RTP packet a channel leg sends toward its application. It runs on the
@@ -210,20 +203,12 @@ pub type PacketSink = Box<dyn FnMut(&[u8]) + Send>;
 const CHANNEL_PEER: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9);
 
-/// Packets waiting in each direction of a channel leg; beyond it the bridge drops (it never
+/// Packets waiting to enter a channel leg from its application; beyond it the bridge drops (it never
 /// waits on its application). Deep because an application may hand over a burst in one go: a
 /// RIPT call over byways gets all the chunks the server held while no GET was pending in one
 /// response (a second or more of audio at the start of a call), and relays them without
 /// yielding. tokio allocates a queue's slots as they fill, so an idle depth costs nothing.
 const CHANNEL_DEPTH: usize = 1024;
-
-/// The application's end of a channel leg ([`Bridge::start_with_channel`]): clear RTP packets
-/// in (`to_bridge`, as if from leg B's peer) and out (`from_bridge`, toward leg B's peer).
-#[derive(Debug)]
-pub struct ChannelEnd {
-    pub to_bridge: mpsc::Sender<Bytes>,
-    pub from_bridge: mpsc::Receiver<Bytes>,
-}
 
 struct Leg {
     io: LegIo,
@@ -396,12 +381,7 @@ impl Leg {
             LegIo::Channel { outbox, .. } => {
                 // In-process: clear RTP only (no SRTP, no RTCP); a full channel drops.
                 if !rtcp {
-                    match outbox {
-                        ChannelOut::Queue(q) => {
-                            let _ = q.try_send(Bytes::copy_from_slice(clear));
-                        }
-                        ChannelOut::Sink(f) => f(clear),
-                    }
+                    outbox(clear);
                 }
                 return true;
             }
@@ -554,49 +534,19 @@ impl Bridge {
     }
 
     /// A bridge whose leg B is not a peer on the network but an application in this process
-    /// (say, a RIPT call): it exchanges clear RTP with the bridge over [`ChannelEnd`], with
-    /// all of leg B's transforms (`b_cfg.media`). Leg B has no SRTP, no RTCP and no latching
-    /// (`b_cfg`'s `remote`, `latch` and `srtp` are ignored); it is exempt from the RTP timeout
-    /// (`hold`), only leg A's silence ends the bridge. Dropping the [`ChannelEnd`]'s sender
-    /// stops the bridge.
-    pub fn start_with_channel(
-        a: RtpPair,
-        a_cfg: LegConfig,
-        b_cfg: LegConfig,
-        timeout: Duration,
-    ) -> Result<(Bridge, ChannelEnd), Error> {
-        let (outbox, from_bridge) = mpsc::channel(CHANNEL_DEPTH);
-        let (bridge, to_bridge) =
-            Self::start_channel_leg(a, a_cfg, b_cfg, timeout, ChannelOut::Queue(outbox))?;
-        Ok((
-            bridge,
-            ChannelEnd {
-                to_bridge,
-                from_bridge,
-            },
-        ))
-    }
-
-    /// [`start_with_channel`](Self::start_with_channel) whose leg B hands each outbound packet
-    /// to `sink` on the bridge's own task instead of queueing it for another task: a media
-    /// gateway saves a task hop (a wake-up and a context switch) per packet. The returned
-    /// sender takes leg B's inbound packets; dropping it stops the bridge.
+    /// (say, a RIPT call): it exchanges clear RTP with the bridge, with all of leg B's
+    /// transforms (`b_cfg.media`). Each outbound packet goes to `sink`, called on the bridge's
+    /// own task so a media gateway saves a task hop (a wake-up and a context switch) per
+    /// packet; the returned sender takes leg B's inbound packets, and dropping it stops the
+    /// bridge. Leg B has no SRTP, no RTCP and no latching (`b_cfg`'s `remote`, `latch` and
+    /// `srtp` are ignored); it is exempt from the RTP timeout (`hold`), only leg A's silence
+    /// ends the bridge.
     pub fn start_with_sink(
         a: RtpPair,
         a_cfg: LegConfig,
         b_cfg: LegConfig,
         timeout: Duration,
         sink: PacketSink,
-    ) -> Result<(Bridge, mpsc::Sender<Bytes>), Error> {
-        Self::start_channel_leg(a, a_cfg, b_cfg, timeout, ChannelOut::Sink(sink))
-    }
-
-    fn start_channel_leg(
-        a: RtpPair,
-        a_cfg: LegConfig,
-        b_cfg: LegConfig,
-        timeout: Duration,
-        outbox: ChannelOut,
     ) -> Result<(Bridge, mpsc::Sender<Bytes>), Error> {
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -616,7 +566,10 @@ impl Bridge {
         let task = tokio::spawn(run(
             LegIo::Udp(a),
             a_cfg,
-            LegIo::Channel { inbox, outbox },
+            LegIo::Channel {
+                inbox,
+                outbox: sink,
+            },
             b_cfg,
             dirs,
             seeds,

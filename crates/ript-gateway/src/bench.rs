@@ -394,7 +394,7 @@ async fn phase(
                 s1.saturating_sub(s0) as f64 * 100.0 / total,
             ))
         });
-    drain(&progress, send.sent.iter().sum()).await;
+    drain(&progress, send.sent.iter().sum(), DRAIN_QUIET).await;
     let _ = fwd_stop.send(());
     let fwd = join(fwd).await??;
     let _ = sink_stop.send(());
@@ -408,8 +408,9 @@ async fn phase(
     })
 }
 
-/// Waits until the sink has received `sent` packets or nothing more for `DRAIN_QUIET`.
-async fn drain(progress: &AtomicU64, sent: u64) {
+/// Waits until the sink has received `sent` packets or nothing more for `quiet` (at most
+/// `DRAIN_MAX`).
+async fn drain(progress: &AtomicU64, sent: u64, quiet: Duration) {
     let start = Instant::now();
     let (mut last, mut changed) = (progress.load(Ordering::Relaxed), start);
     while start.elapsed() < DRAIN_MAX {
@@ -420,7 +421,7 @@ async fn drain(progress: &AtomicU64, sent: u64) {
         }
         if now != last {
             (last, changed) = (now, Instant::now());
-        } else if changed.elapsed() >= DRAIN_QUIET {
+        } else if changed.elapsed() >= quiet {
             return;
         }
     }

@@ -57,7 +57,6 @@ const AT_FLOW: usize = HEADER + 8;
 const AT_INDEX: usize = HEADER + 12;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
-const DRAIN_MAX: Duration = Duration::from_secs(10);
 /// Gateway runtime threads' name (their CPU time is told apart by it).
 /// The gateways' runtime threads: "gw-customer" and "gw-provider".
 const GW_THREAD: &str = "gw-";
@@ -427,7 +426,7 @@ async fn media(
     let rss_load = rss_kib();
     let (sent, send_errors, wall, sender_cpu) = join(sender).await?;
     let total: u64 = sent.iter().sum();
-    drain(&progress, total).await;
+    super::drain(&progress, total, DRAIN_QUIET).await;
     let (cpu1, threads1) = (process_cpu(), threads_cpu());
     let _ = sink_stop.send(());
     let s = join(sink).await??;
@@ -451,23 +450,6 @@ async fn media(
         sender_cpu,
         rss_load,
     })
-}
-
-async fn drain(progress: &AtomicU64, sent: u64) {
-    let start = Instant::now();
-    let (mut last, mut changed) = (progress.load(Ordering::Relaxed), start);
-    while start.elapsed() < DRAIN_MAX {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = progress.load(Ordering::Relaxed);
-        if now >= sent {
-            return;
-        }
-        if now != last {
-            (last, changed) = (now, Instant::now());
-        } else if changed.elapsed() >= DRAIN_QUIET {
-            return;
-        }
-    }
 }
 
 /// Packet `r` of flow `k` (of `n`) is due at `go + r·20 ms + k·20 ms/n` ([`super::pace_flows`]).

@@ -35,6 +35,24 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// An even port whose next three are free for UDP too: SIPp binds audio RTP/RTCP and video
+/// RTP/RTCP from its `-mp` (`free_port` checked only two, and a parallel test's socket took
+/// the video port: errno 98). Taken below the kernel's ephemeral range (32768-60999), so no
+/// socket the kernel numbers for another test can take it between this check and SIPp's
+/// bind. nextest runs each test in its own process, hence the pid in the start; a test runs
+/// two SIPps at once, hence the counter.
+pub fn free_media_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 12000;
+    const SLOTS: u32 = 2000; // 12000-19999, four ports each
+    let start = std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed);
+    (0..SLOTS)
+        .filter_map(|i| u16::try_from(FIRST + ((start + i) % SLOTS) * 4).ok())
+        .find(|&p| (p..p + 4).all(|q| std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()))
+        .expect("no free media ports in 12000-19999")
+}
+
 /// One `ript-gateway run` process on ephemeral loopback ports, its SQLite under its own dir.
 #[derive(Debug)]
 pub struct Gateway {
@@ -852,7 +870,7 @@ pub fn sipp(scenario: &str, subst: &[(&str, &str)], args: &[String]) -> (bool, S
     let file = dir.join(format!("{scenario}.xml"));
     std::fs::write(&file, xml).unwrap();
     let err = dir.join("errors.log");
-    let mp = free_port() & !1;
+    let mp = free_media_port();
     let out = Command::new("sipp")
         .arg("-sf")
         .arg(&file)
